@@ -1,0 +1,12 @@
+"""The ``reflectory`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Reflectory: a data factory for instruction tuning.")
+
+
+@app.callback()
+def main() -> None:
+    """Recycle instruction data with Selective Reflection-Tuning and generate verified reflection traces."""

@@ -1,0 +1,35 @@
+"""Engine specs: ``hf:PATH_OR_ID``, ``vllm:PATH_OR_ID``, ``openai:MODEL@BASE_URL``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import EngineError
+
+KINDS = ("hf", "vllm", "openai")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    kind: str
+    model: str
+    base_url: str | None = None
+
+    def __str__(self) -> str:
+        tail = f"@{self.base_url}" if self.base_url else ""
+        return f"{self.kind}:{self.model}{tail}"
+
+
+def parse_spec(text: str) -> EngineSpec:
+    """Parse an engine spec, raising EngineError with the accepted forms on a bad one."""
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise EngineError(
+            f"bad engine spec {text!r}: expected hf:PATH_OR_ID, vllm:PATH_OR_ID or openai:MODEL@BASE_URL"
+        )
+    if kind == "openai":
+        model, at, url = rest.partition("@")
+        if not model:
+            raise EngineError(f"bad engine spec {text!r}: openai:MODEL@BASE_URL needs a model name")
+        return EngineSpec(kind, model, url if at else None)
+    return EngineSpec(kind, rest)

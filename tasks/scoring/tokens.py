@@ -1,0 +1,97 @@
+"""Which tokens of a (context, target) text are the target's, and what fits in ``max_length``.
+
+Pure: the tokenizer comes in as a callable returning token ids and character offsets, so this is
+tested in milliseconds and shared by every engine (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+# (ids, offsets): offsets[i] = (start, end) character span of token i in the encoded text.
+Encoding = tuple[Sequence[int], Sequence[tuple[int, int]]]
+Encoder = Callable[[str], Encoding]
+
+EMPTY_TARGET = "empty_target"
+TRUNCATED_AWAY = "target_truncated_away"
+NO_CONTEXT_TOKEN = "no_token_before_target"
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """The token ids to run and the positions whose next-token log-probs are the target's.
+
+    ``input_ids[first_target:]`` are the scored target tokens, each predicted from the token before
+    it, so ``first_target >= 1``. ``error`` is set (and nothing is scored) when no target token is
+    left.
+    """
+
+    input_ids: tuple[int, ...]
+    first_target: int
+    n_context_tokens: int
+    truncated: bool = False
+    n_target_dropped: int = 0
+    error: str | None = None
+
+    @property
+    def n_target(self) -> int:
+        return 0 if self.error else len(self.input_ids) - self.first_target
+
+    @property
+    def target_ids(self) -> tuple[int, ...]:
+        return () if self.error else self.input_ids[self.first_target :]
+
+
+def plan_target(
+    encode: Encoder,
+    context: str,
+    target: str,
+    *,
+    bos_id: int | None,
+    max_length: int,
+) -> TokenPlan:
+    """Tokenise ``context + target`` once and locate the target by character offsets.
+
+    Why once: tokenising the prefix alone is off by one at the seam when the target's first token
+    merges with the context's last character. A token belongs to the target when its character span
+    overlaps the target's span. A direct pass (empty context) is preceded by the BOS token when the
+    tokenizer has one, and a BOS is never doubled. Over-long texts lose tokens from the left (the
+    context first); the plan says so.
+    """
+    if not target:
+        return TokenPlan((), 0, 0, error=EMPTY_TARGET)
+    full = context + target
+    ids, offsets = encode(full)
+    ids = list(ids)
+    seam = len(context)
+    target_idx = [i for i, (start, end) in enumerate(offsets) if end > start and end > seam]
+    if not target_idx:
+        return TokenPlan(tuple(ids), len(ids), len(ids), error=EMPTY_TARGET)
+    first = target_idx[0]
+    # Tokens after the first target token that have an empty span (rare specials) stay in: the
+    # target is everything from its first token to the end of the text.
+    if bos_id is not None and (not ids or ids[0] != bos_id):
+        ids.insert(0, bos_id)
+        first += 1
+    n_context = first
+    truncated = False
+    n_target_dropped = 0
+    if len(ids) > max_length:
+        cut = len(ids) - max_length
+        truncated = True
+        ids = ids[cut:]
+        if cut > first:
+            n_target_dropped = cut - first
+            first = 0
+        else:
+            first -= cut
+        n_context = first
+    if first == 0:
+        # Nothing precedes the first target token: it cannot be scored.
+        if len(ids) <= 1:
+            reason = TRUNCATED_AWAY if truncated else NO_CONTEXT_TOKEN
+            return TokenPlan(tuple(ids), len(ids), 0, truncated, n_target_dropped + len(ids), reason)
+        first = 1
+        n_target_dropped += 1
+    return TokenPlan(tuple(ids), first, n_context, truncated, n_target_dropped)
