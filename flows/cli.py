@@ -10,3 +10,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Reflectory: 
 @app.callback()
 def main() -> None:
     """Recycle instruction data with Selective Reflection-Tuning and generate verified reflection traces."""
+
+
+def _register() -> None:
+    from flows.score_cli import score_command
+
+    app.command("score")(score_command)
+
+
+_register()

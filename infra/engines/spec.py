@@ -33,3 +33,19 @@ def parse_spec(text: str) -> EngineSpec:
             raise EngineError(f"bad engine spec {text!r}: openai:MODEL@BASE_URL needs a model name")
         return EngineSpec(kind, model, url if at else None)
     return EngineSpec(kind, rest)
+
+
+def parse_options(items: list[str] | None) -> dict[str, object]:
+    """``["dtype=float32", "max_length=1024"]`` -> a dict; values are JSON when they parse as JSON."""
+    import json
+
+    options: dict[str, object] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise EngineError(f"bad engine option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

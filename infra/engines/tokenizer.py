@@ -17,6 +17,9 @@ class TextTokenizer:
         if not getattr(tokenizer, "is_fast", False):
             raise EngineError("scoring needs a fast tokenizer (character offsets); this one is slow")
         self.tok = tokenizer
+        if tokenizer.pad_token_id is None:
+            # Padding is only ever masked or cut off, so EOS is a safe stand-in.
+            tokenizer.pad_token = tokenizer.eos_token
         self.chat_template = chat_template
         self.max_length = max_length
         if chat_template == "model" and not getattr(tokenizer, "chat_template", None):
@@ -43,13 +46,15 @@ class TextTokenizer:
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
         return enc["input_ids"], enc["offset_mapping"]
 
-    def chat_prefix(self, user_message: str) -> str:
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The conversation as text, ending with the assistant's generation prompt."""
         if self.chat_template != "model":
-            return render_named(self.chat_template, user_message)
-        out = self.tok.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
-        return str(out)
+            # Named templates have one user slot: a system message goes in front of the user's.
+            return render_named(self.chat_template, "\n\n".join(m["content"] for m in messages))
+        return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def chat_prefix(self, user_message: str) -> str:
+        return self.render_chat([{"role": "user", "content": user_message}])
 
     def plan(self, request: ScoreRequest) -> TokenPlan:
         return plan_target(

@@ -1,0 +1,106 @@
+"""Score (instruction, response) pairs with a student: IFD and r-IFD, every distinct text once.
+
+Engine-agnostic: the student is anything with ``chat_prefix`` and ``target_logprobs``
+(``infra.engines.base.Scorer``).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from infra.engines.base import ScoreRequest, Scorer, TargetLogprobs
+
+from .ifd import PairScore, mean_loss, reverse_prompt
+
+
+@dataclass(frozen=True)
+class PairText:
+    """What scoring needs of a pair: the user message (instruction + input) and the response."""
+
+    instruction: str
+    response: str
+
+
+@dataclass(frozen=True)
+class PairRequests:
+    """The four passes of one pair (DESIGN.md section 3)."""
+
+    cond_response: ScoreRequest
+    direct_response: ScoreRequest
+    cond_instruction: ScoreRequest
+    direct_instruction: ScoreRequest
+
+    def all(self) -> tuple[ScoreRequest, ...]:
+        return (self.cond_response, self.direct_response, self.cond_instruction, self.direct_instruction)
+
+
+def pair_requests(pair: PairText, chat_prefix: Callable[[str], str]) -> PairRequests:
+    """IFD: response given the instruction's chat prefix, and alone. r-IFD: instruction given the
+    reversed prompt's chat prefix, and alone."""
+    return PairRequests(
+        cond_response=ScoreRequest(chat_prefix(pair.instruction), pair.response),
+        direct_response=ScoreRequest("", pair.response),
+        cond_instruction=ScoreRequest(chat_prefix(reverse_prompt(pair.response)), pair.instruction),
+        direct_instruction=ScoreRequest("", pair.instruction),
+    )
+
+
+def combine(reqs: PairRequests, results: dict[ScoreRequest, TargetLogprobs]) -> PairScore:
+    """Turn the four passes' log-probs into a PairScore; any failed pass names itself in the error."""
+    cy, dy = results[reqs.cond_response], results[reqs.direct_response]
+    cx, dx = results[reqs.cond_instruction], results[reqs.direct_instruction]
+    errors = [
+        f"{name}: {r.error}"
+        for name, r in (
+            ("response", cy),
+            ("response_direct", dy),
+            ("instruction", cx),
+            ("instruction_direct", dx),
+        )
+        if r.error
+    ]
+    return PairScore(
+        loss_cond=mean_loss(cy.logprobs),
+        loss_direct=mean_loss(dy.logprobs),
+        rloss_cond=mean_loss(cx.logprobs),
+        rloss_direct=mean_loss(dx.logprobs),
+        n_response_tokens=len(cy.logprobs),
+        n_instruction_tokens=len(cx.logprobs),
+        truncated=any(r.truncated for r in (cy, dy, cx, dx)),
+        score_error="; ".join(errors) or None,
+    )
+
+
+def score_pairs(
+    pairs: Sequence[PairText],
+    student: Scorer,
+    *,
+    chunk_size: int = 512,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[PairScore]:
+    """Score every pair; distinct texts go to the engine once, in length order, in chunks.
+
+    ``on_progress`` receives the number of pairs whose passes have all been computed so far.
+    """
+    per_pair = [pair_requests(p, student.chat_prefix) for p in pairs]
+    unique = list(dict.fromkeys(r for reqs in per_pair for r in reqs.all()))
+    unique.sort(key=lambda r: len(r.context) + len(r.target))
+    results: dict[ScoreRequest, TargetLogprobs] = {}
+    # A pair is done once the last of its requests (in engine order) is computed.
+    position = {r: i for i, r in enumerate(unique)}
+    done_at = sorted(max(position[r] for r in reqs.all()) for reqs in per_pair)
+    reported = 0
+    for start in range(0, len(unique), chunk_size):
+        chunk = unique[start : start + chunk_size]
+        out = student.target_logprobs(chunk)
+        if len(out) != len(chunk):
+            raise RuntimeError(f"engine returned {len(out)} results for {len(chunk)} requests")
+        results.update(zip(chunk, out, strict=True))
+        if on_progress is not None:
+            finished = bisect_right(done_at, start + len(chunk) - 1)
+            on_progress(finished - reported)
+            reported = finished
+    return [combine(reqs, results) for reqs in per_pair]
+

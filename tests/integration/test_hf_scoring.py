@@ -1,0 +1,118 @@
+"""The hf engine's scores against an independent per-sample computation (transformers' own loss)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from infra.engines.base import ScoreRequest
+from infra.engines.hf_engine import HFEngine, HFOptions
+from tasks.scoring.score import PairText, score_pairs
+from tasks.scoring.tokens import TRUNCATED_AWAY
+
+pytestmark = pytest.mark.slow
+
+PAIRS = [
+    PairText("Give three tips for staying healthy.", "Eat well, sleep enough and move every day."),
+    PairText("What is the capital of France?\n\nAnswer in one word.", "Paris."),
+    PairText("Write a haiku about the sea.", "Waves fold into foam\nsalt wind carries gull voices\nthe tide keeps its time"),
+    PairText("Translate 'cat' to French.", "Paris."),  # shares its response with pair 2
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_path):
+    eng = HFEngine(str(tiny_model_path), HFOptions(dtype="float32"))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def reference_model(tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
+    return tok, model
+
+
+def reference_loss(tok, model, context: str, target: str) -> float:
+    """Mean cross-entropy of the target's tokens, one sample at a time, with ``labels=``.
+
+    Independent of the engine: context tokens are found by tokenising the context alone, which is
+    exact for these texts because every chat prefix ends in a newline or special token.
+    """
+    if context:
+        ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
+        full_ids = tok(context + target, add_special_tokens=False)["input_ids"]
+        assert full_ids[: len(ctx_ids)] == ctx_ids, "the seam merged; pick another text"
+    else:
+        ctx_ids = [tok.bos_token_id]
+        full_ids = ctx_ids + tok(target, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([full_ids])
+    labels = ids.clone()
+    labels[0, : len(ctx_ids)] = -100
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=labels).loss)
+
+
+def test_hf_scores_equal_per_sample_reference(engine, reference_model):
+    tok, model = reference_model
+    scores = score_pairs(PAIRS, engine)
+    for pair, s in zip(PAIRS, scores, strict=True):
+        assert s.score_error is None
+        prefix = engine.chat_prefix(pair.instruction)
+        rev_prefix = engine.chat_prefix(
+            "Below is the response to an instruction, please guess the corresponding instruction for the "
+            f"given response.\n{pair.response}\nGenerate the instruction for the above response."
+        )
+        assert s.loss_cond == pytest.approx(reference_loss(tok, model, prefix, pair.response), abs=1e-5)
+        assert s.loss_direct == pytest.approx(reference_loss(tok, model, "", pair.response), abs=1e-5)
+        assert s.rloss_cond == pytest.approx(reference_loss(tok, model, rev_prefix, pair.instruction), abs=1e-5)
+        assert s.rloss_direct == pytest.approx(reference_loss(tok, model, "", pair.instruction), abs=1e-5)
+        assert s.ifd.ppl == pytest.approx(math.exp(s.loss_cond - s.loss_direct), rel=1e-9)
+
+
+def test_batched_equals_one_at_a_time(tiny_model_path, engine):
+    padded = HFEngine(str(tiny_model_path), HFOptions(dtype="float32", max_pad_fraction=0.9, batch_tokens=4096))
+    try:
+        a = score_pairs(PAIRS, padded)
+    finally:
+        padded.close()
+    b = score_pairs(PAIRS, engine)
+    for x, y in zip(a, b, strict=True):
+        assert x.loss_cond == pytest.approx(y.loss_cond, abs=1e-5)
+        assert x.rloss_cond == pytest.approx(y.rloss_cond, abs=1e-5)
+
+
+def test_distinct_direct_texts_are_computed_once(engine):
+    before = engine.n_forward_sequences
+    score_pairs(PAIRS, engine)
+    # 4 pairs x 4 passes = 16, minus the shared direct pass of the response "Paris.".
+    assert engine.n_forward_sequences - before == 15
+
+
+def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):
+    tok = engine.tokenizer
+    context, target = "The answer is hello wor", "ld and more"
+    ids, offsets = tok.encode(context + target)
+    seam = len(context)
+    overlapping = [i for i, (s, e) in enumerate(offsets) if e > s and e > seam]
+    plan = tok.plan(ScoreRequest(context, target))
+    assert plan.n_target == len(overlapping)
+    # The prefix tokenised alone would claim a different boundary when the seam merged.
+    naive_context_len = len(tok.encode(context)[0])
+    merged = offsets[overlapping[0]][0] < seam
+    assert merged == (naive_context_len != plan.n_context_tokens - (1 if plan.input_ids[0] == tok.bos_id else 0))
+
+
+def test_target_truncated_to_nothing_is_nan_with_reason(tiny_model_path):
+    eng = HFEngine(str(tiny_model_path), HFOptions(dtype="float32", max_length=1))
+    try:
+        [s] = score_pairs([PAIRS[0]], eng)
+    finally:
+        eng.close()
+    assert math.isnan(s.ifd.ppl) and math.isnan(s.rifd.ppl)
+    assert TRUNCATED_AWAY in (s.score_error or "")

@@ -1,0 +1,105 @@
+"""Token planning: the target is found by character offsets of the full text, once."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tasks.scoring.tokens import EMPTY_TARGET, NO_CONTEXT_TOKEN, TRUNCATED_AWAY, plan_target
+
+BOS = 1
+
+
+def word_encoder(text: str):
+    """A toy tokenizer: each run of non-space characters (with its leading spaces) is one token."""
+    ids, offsets = [], []
+    for m in re.finditer(r"\s*\S+|\s+$", text):
+        ids.append(100 + len(ids))
+        offsets.append((m.start(), m.end()))
+    return ids, offsets
+
+
+def test_target_tokens_are_those_overlapping_the_target_span():
+    plan = plan_target(word_encoder, "Q: add", " two numbers", bos_id=None, max_length=64)
+    # "Q:", " add" are context; " two", " numbers" are target.
+    assert plan.first_target == 2
+    assert plan.n_target == 2
+    assert plan.n_context_tokens == 2
+
+
+def test_token_merging_across_the_seam_belongs_to_the_target():
+    # "ab" + "cd": the toy tokenizer merges the seam into one token "abcd" with no prior token.
+    plan = plan_target(word_encoder, "x ab", "cd e", bos_id=None, max_length=64)
+    # tokens: "x", " abcd", " e" -> " abcd" overlaps the target, so it is scored, from "x".
+    assert plan.first_target == 1
+    assert plan.n_target == 2
+
+
+def test_direct_pass_gets_a_bos_and_scores_every_target_token():
+    plan = plan_target(word_encoder, "", "one two", bos_id=BOS, max_length=64)
+    assert plan.input_ids[0] == BOS
+    assert plan.first_target == 1
+    assert plan.n_target == 2
+
+
+def test_bos_is_not_doubled():
+    def enc(text):
+        ids, offs = word_encoder(text)
+        return [BOS, *ids], [(0, 0), *offs]
+
+    plan = plan_target(enc, "ctx", " tgt", bos_id=BOS, max_length=64)
+    assert plan.input_ids.count(BOS) == 1
+
+
+def test_without_bos_the_first_direct_token_is_not_scored():
+    plan = plan_target(word_encoder, "", "one two three", bos_id=None, max_length=64)
+    assert plan.n_target == 2
+    assert plan.error is None
+
+
+def test_single_token_without_bos_cannot_be_scored():
+    plan = plan_target(word_encoder, "", "one", bos_id=None, max_length=64)
+    assert plan.error == NO_CONTEXT_TOKEN
+
+
+def test_empty_target_gets_a_reason():
+    assert plan_target(word_encoder, "ctx", "", bos_id=BOS, max_length=64).error == EMPTY_TARGET
+
+
+def test_left_truncation_cuts_the_context_first():
+    ctx = " ".join(f"c{i}" for i in range(20))
+    plan = plan_target(word_encoder, ctx, " t1 t2 t3", bos_id=BOS, max_length=6)
+    assert len(plan.input_ids) == 6
+    assert plan.truncated
+    assert plan.n_target == 3
+    assert plan.n_target_dropped == 0
+
+
+def test_target_truncated_to_nothing_is_an_error_not_a_zero():
+    plan = plan_target(word_encoder, "ctx", " t1 t2", bos_id=BOS, max_length=1)
+    assert plan.error == TRUNCATED_AWAY
+    assert plan.n_target == 0
+
+
+def test_target_longer_than_window_keeps_its_tail_and_says_so():
+    plan = plan_target(word_encoder, "ctx", " " + " ".join(f"t{i}" for i in range(10)), bos_id=BOS, max_length=5)
+    assert plan.truncated
+    assert plan.n_target == 4  # the first kept token has nothing before it
+    assert plan.n_target_dropped == 6
+
+
+words = st.lists(st.text(alphabet="abcdef", min_size=1, max_size=5), min_size=1, max_size=12)
+
+
+@given(words, words, st.integers(min_value=1, max_value=40))
+def test_plan_invariants(ctx_words, tgt_words, max_length):
+    ctx, tgt = " ".join(ctx_words), " " + " ".join(tgt_words)
+    plan = plan_target(word_encoder, ctx, tgt, bos_id=BOS, max_length=max_length)
+    assert len(plan.input_ids) <= max_length
+    if plan.error is None:
+        assert 1 <= plan.first_target < len(plan.input_ids)
+        assert plan.n_target + plan.n_target_dropped == len(tgt_words)
+    else:
+        assert plan.n_target == 0
