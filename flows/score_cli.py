@@ -15,9 +15,13 @@ console = Console(stderr=True)
 
 
 def score_command(
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL, JSON or Parquet: Alpaca or prompt/response")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="JSONL, JSON or Parquet: Alpaca or prompt/response")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write")],
-    student: Annotated[str, typer.Option(help="engine spec: hf:PATH, vllm:PATH, openai:MODEL@URL")] = "hf:smollm2",
+    student: Annotated[
+        str, typer.Option(help="engine spec: hf:PATH, vllm:PATH, openai:MODEL@URL")
+    ] = "hf:smollm2",
     option: Annotated[
         list[str] | None, typer.Option("--option", "-O", help="engine option KEY=VALUE (repeatable)")
     ] = None,
@@ -46,7 +50,9 @@ def score_command(
     _summary(len(rows), scores, [r for r in rows if r.pair is None], elapsed, n_written, output)
 
 
-def _summary(n_rows: int, scores: list[Any], rejected: list[Any], elapsed: float, n_written: int, out: Path) -> None:
+def _summary(
+    n_rows: int, scores: list[Any], rejected: list[Any], elapsed: float, n_written: int, out: Path
+) -> None:
     ok = [s for s in scores if s.score_error is None]
     ifd = [s.ifd.ppl for s in ok if not math.isnan(s.ifd.ppl)]
     table = Table(title="reflectory score", show_header=False)

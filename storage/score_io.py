@@ -27,8 +27,9 @@ class ScoringRow:
 
 def read_scoring_rows(source: str) -> list[ScoringRow]:
     """Read a file with the ingest readers; rows that do not normalise keep their reason."""
-    from storage.sources import read_records
     from tasks.ingest.records import Pair, normalise
+
+    from storage.sources import read_records
 
     rows: list[ScoringRow] = []
     for line, record, error, raw in read_records(source):
@@ -43,7 +44,9 @@ def read_scoring_rows(source: str) -> list[ScoringRow]:
     return rows
 
 
-def write_scored(rows: Sequence[ScoringRow], scores: Sequence[PairScore], output: Path, *, student: str) -> int:
+def write_scored(
+    rows: Sequence[ScoringRow], scores: Sequence[PairScore], output: Path, *, student: str
+) -> int:
     """Write the input columns plus the score columns, one output row per input row, in input order."""
     it = iter(scores)
     out: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from tasks.scoring.batching import length_batches
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
-from .tokenizer import TextTokenizer
+from .tokenizer import TextTokenizer, result_from_plan
 
 
 class HFOptions(BaseModel):
@@ -65,7 +65,7 @@ class HFEngine:
         except OSError as exc:
             raise EngineError(f"cannot load model {model_path!r} with transformers: {exc}") from exc
         if "device_map" not in kwargs:
-            model = model.to(self.device)
+            model = model.to(self.device)  # type: ignore[arg-type]
         self.model = model.eval()
         self.backbone = getattr(model, model.base_model_prefix)
         self.lm_head = model.get_output_embeddings()
@@ -93,18 +93,20 @@ class HFEngine:
         runnable = []
         for i, plan in enumerate(plans):
             if plan.error:
-                results[i] = _result(plan, ())
+                results[i] = result_from_plan(plan, ())
             else:
                 runnable.append(i)
         lengths = [len(plans[i].input_ids) for i in runnable]
         batches = length_batches(
-            lengths, max_tokens=self.batch_tokens, max_pad_fraction=self.max_pad_fraction,
+            lengths,
+            max_tokens=self.batch_tokens,
+            max_pad_fraction=self.max_pad_fraction,
             max_batch=self.options.max_batch,
         )
         for batch in batches:
             members = [runnable[j] for j in batch]
             for i, lps in zip(members, self._forward([plans[i] for i in members]), strict=True):
-                results[i] = _result(plans[i], lps)
+                results[i] = result_from_plan(plans[i], lps)
         return [r for r in results if r is not None]
 
     @torch.inference_mode()
@@ -115,7 +117,9 @@ class HFEngine:
         pad_id = 0 if pad_id is None else pad_id
         ids = torch.full((len(plans), longest), pad_id, dtype=torch.long)
         mask = torch.zeros((len(plans), longest), dtype=torch.long)
-        rows, cols, targets = [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        targets: list[int] = []
         for b, plan in enumerate(plans):
             n = len(plan.input_ids)
             ids[b, :n] = torch.tensor(plan.input_ids)
@@ -163,11 +167,11 @@ class HFEngine:
         return out
 
     @torch.inference_mode()
-    def _generate_batch(self, requests: Sequence[ChatRequest], sampling: Sampling, tok: Any) -> list[Completion]:
+    def _generate_batch(
+        self, requests: Sequence[ChatRequest], sampling: Sampling, tok: Any
+    ) -> list[Completion]:
         start = time.perf_counter()
-        texts = [
-            self.tokenizer.render_chat([dict(m) for m in r.messages]) for r in requests
-        ]
+        texts = [self.tokenizer.render_chat([dict(m) for m in r.messages]) for r in requests]
         old_side = tok.padding_side
         tok.padding_side = "left"
         try:
@@ -188,7 +192,9 @@ class HFEngine:
             gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
         device = self._input_device()
         generated = self.model.generate(
-            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device), **gen_kwargs
+            input_ids=enc["input_ids"].to(device),
+            attention_mask=enc["attention_mask"].to(device),
+            **gen_kwargs,
         )
         latency = time.perf_counter() - start
         n_prompt = enc["input_ids"].shape[1]
@@ -221,17 +227,6 @@ class HFEngine:
         del self.model, self.backbone, self.lm_head
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def _result(plan: TokenPlan, logprobs: tuple[float, ...]) -> TargetLogprobs:
-    return TargetLogprobs(
-        logprobs=logprobs,
-        n_context_tokens=plan.n_context_tokens,
-        truncated=plan.truncated,
-        n_target_dropped=plan.n_target_dropped,
-        error=plan.error,
-        token_ids=plan.target_ids,
-    )
 
 
 def _pick_device(name: str) -> torch.device:

@@ -7,7 +7,7 @@ from typing import Any
 from tasks.scoring.templates import render_named
 from tasks.scoring.tokens import Encoding, TokenPlan, plan_target
 
-from .base import EngineError, ScoreRequest
+from .base import EngineError, ScoreRequest, TargetLogprobs
 
 
 class TextTokenizer:
@@ -60,3 +60,15 @@ class TextTokenizer:
         return plan_target(
             self.encode, request.context, request.target, bos_id=self.bos_id, max_length=self.max_length
         )
+
+
+def result_from_plan(plan: TokenPlan, logprobs: tuple[float, ...]) -> TargetLogprobs:
+    """An engine's answer for one planned request (its error, if the plan has one, passes through)."""
+    return TargetLogprobs(
+        logprobs=logprobs,
+        n_context_tokens=plan.n_context_tokens,
+        truncated=plan.truncated,
+        n_target_dropped=plan.n_target_dropped,
+        error=plan.error,
+        token_ids=plan.target_ids,
+    )

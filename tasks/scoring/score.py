@@ -10,7 +10,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from infra.engines.base import ScoreRequest, Scorer, TargetLogprobs
+from infra.engines.base import Scorer, ScoreRequest, TargetLogprobs
 
 from .ifd import PairScore, mean_loss, reverse_prompt
 
@@ -103,4 +103,3 @@ def score_pairs(
             on_progress(finished - reported)
             reported = finished
     return [combine(reqs, results) for reqs in per_pair]
-

@@ -17,7 +17,10 @@ pytestmark = pytest.mark.slow
 PAIRS = [
     PairText("Give three tips for staying healthy.", "Eat well, sleep enough and move every day."),
     PairText("What is the capital of France?\n\nAnswer in one word.", "Paris."),
-    PairText("Write a haiku about the sea.", "Waves fold into foam\nsalt wind carries gull voices\nthe tide keeps its time"),
+    PairText(
+        "Write a haiku about the sea.",
+        "Waves fold into foam\nsalt wind carries gull voices\nthe tide keeps its time",
+    ),
     PairText("Translate 'cat' to French.", "Paris."),  # shares its response with pair 2
 ]
 
@@ -70,13 +73,17 @@ def test_hf_scores_equal_per_sample_reference(engine, reference_model):
         )
         assert s.loss_cond == pytest.approx(reference_loss(tok, model, prefix, pair.response), abs=1e-5)
         assert s.loss_direct == pytest.approx(reference_loss(tok, model, "", pair.response), abs=1e-5)
-        assert s.rloss_cond == pytest.approx(reference_loss(tok, model, rev_prefix, pair.instruction), abs=1e-5)
+        assert s.rloss_cond == pytest.approx(
+            reference_loss(tok, model, rev_prefix, pair.instruction), abs=1e-5
+        )
         assert s.rloss_direct == pytest.approx(reference_loss(tok, model, "", pair.instruction), abs=1e-5)
         assert s.ifd.ppl == pytest.approx(math.exp(s.loss_cond - s.loss_direct), rel=1e-9)
 
 
 def test_batched_equals_one_at_a_time(tiny_model_path, engine):
-    padded = HFEngine(str(tiny_model_path), HFOptions(dtype="float32", max_pad_fraction=0.9, batch_tokens=4096))
+    padded = HFEngine(
+        str(tiny_model_path), HFOptions(dtype="float32", max_pad_fraction=0.9, batch_tokens=4096)
+    )
     try:
         a = score_pairs(PAIRS, padded)
     finally:
@@ -97,7 +104,7 @@ def test_distinct_direct_texts_are_computed_once(engine):
 def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):
     tok = engine.tokenizer
     context, target = "The answer is hello wor", "ld and more"
-    ids, offsets = tok.encode(context + target)
+    _ids, offsets = tok.encode(context + target)
     seam = len(context)
     overlapping = [i for i, (s, e) in enumerate(offsets) if e > s and e > seam]
     plan = tok.plan(ScoreRequest(context, target))
@@ -105,7 +112,9 @@ def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):
     # The prefix tokenised alone would claim a different boundary when the seam merged.
     naive_context_len = len(tok.encode(context)[0])
     merged = offsets[overlapping[0]][0] < seam
-    assert merged == (naive_context_len != plan.n_context_tokens - (1 if plan.input_ids[0] == tok.bos_id else 0))
+    assert merged == (
+        naive_context_len != plan.n_context_tokens - (1 if plan.input_ids[0] == tok.bos_id else 0)
+    )
 
 
 def test_target_truncated_to_nothing_is_nan_with_reason(tiny_model_path):

@@ -84,7 +84,9 @@ def test_target_truncated_to_nothing_is_an_error_not_a_zero():
 
 
 def test_target_longer_than_window_keeps_its_tail_and_says_so():
-    plan = plan_target(word_encoder, "ctx", " " + " ".join(f"t{i}" for i in range(10)), bos_id=BOS, max_length=5)
+    plan = plan_target(
+        word_encoder, "ctx", " " + " ".join(f"t{i}" for i in range(10)), bos_id=BOS, max_length=5
+    )
     assert plan.truncated
     assert plan.n_target == 4  # the first kept token has nothing before it
     assert plan.n_target_dropped == 6

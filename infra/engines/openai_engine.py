@@ -1,0 +1,282 @@
+"""Any OpenAI-compatible endpoint (OpenAI, ``vllm serve``, others) behind the Engine interface.
+
+Generation: concurrent chat requests up to a limit, retries with exponential backoff on 429, 5xx,
+timeouts and dropped connections (tenacity), token accounting, and an optional token budget that
+stops issuing requests cleanly once spent. Scoring: ``/v1/completions`` with token-id prompts and
+vLLM's ``prompt_logprobs`` extension; the tokenizer and chat template are loaded locally (they must
+be the served model's), and a server without prompt log-probs gets a clear error.
+
+The API key is read from the environment variable named in the options and is never logged, put
+in an error message, or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from tasks.scoring.tokens import TokenPlan
+
+from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from .tokenizer import TextTokenizer, result_from_plan
+
+T = TypeVar("T")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BUDGET_EXHAUSTED = "token_budget_exhausted"
+
+
+class OpenAIOptions(BaseModel):
+    """Options of the ``openai:`` engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    token_budget: int | None = Field(None, ge=1, description="stop issuing requests after this many tokens")
+    tokenizer: str | None = Field(None, description="local tokenizer for scoring (default: the model name)")
+    chat_template: str = "model"
+    max_length: int = Field(2048, ge=1)
+    score_batch: int = Field(8, ge=1, description="token-id prompts per scoring request")
+
+
+class _Retryable(Exception):
+    """A transient HTTP failure worth another try."""
+
+
+@dataclass
+class TokenUsage:
+    """Tokens spent through one engine, shared by its concurrent requests."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class OpenAIEngine:
+    """Chat completions and prompt log-probs over HTTP."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        options: OpenAIOptions | None = None,
+        spec: str | None = None,
+    ) -> None:
+        self.options = options or OpenAIOptions()
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.spec = spec or f"openai:{model}@{self.base_url}"
+        self.usage = TokenUsage()
+        self._tokenizer: TextTokenizer | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIEngine({self.spec!r})"
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.options.api_key_env)
+        if not key:
+            host = urlparse(self.base_url).hostname or ""
+            if host in ("127.0.0.1", "localhost", "::1"):
+                return {}
+            raise EngineError(
+                f"no API key for {self.base_url}: set the environment variable {self.options.api_key_env}"
+            )
+        return {"Authorization": f"Bearer {key}"}
+
+    async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, (_Retryable, httpx.TransportError))),
+            wait=wait_random_exponential(multiplier=0.5, max=30),
+            stop=stop_after_attempt(self.options.max_retries + 1),
+            reraise=True,
+        ):
+            with attempt:
+                resp = await client.post(path, json=body)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise _Retryable(f"HTTP {resp.status_code} from {self.base_url}{path}")
+                if resp.status_code >= 400:
+                    raise EngineError(
+                        f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}"
+                    )
+                return dict(resp.json())
+        raise AssertionError("unreachable")
+
+    def _client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=self.options.concurrency)
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=self.options.timeout_s, limits=limits
+        )
+
+    async def _gather(self, jobs: Sequence[Callable[[httpx.AsyncClient], Awaitable[T]]]) -> list[T]:
+        sem = asyncio.Semaphore(self.options.concurrency)
+        async with self._client() as client:
+
+            async def run(job: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+                async with sem:
+                    return await job(client)
+
+            return list(await asyncio.gather(*(run(j) for j in jobs)))
+
+    # -- generation ------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
+        return _run_sync(self._gather([self._chat_job(r, sampling) for r in requests]))
+
+    def _chat_job(
+        self, request: ChatRequest, sampling: Sampling
+    ) -> Callable[[httpx.AsyncClient], Awaitable[Completion]]:
+        async def job(client: httpx.AsyncClient) -> Completion:
+            budget = self.options.token_budget
+            if budget is not None and self.usage.total >= budget:
+                return Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": [dict(m) for m in request.messages],
+                "max_tokens": sampling.max_tokens,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+            }
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed
+            if sampling.stop:
+                body["stop"] = list(sampling.stop)
+            start = time.perf_counter()
+            try:
+                data = await self._post(client, "/chat/completions", body)
+            except (_Retryable, httpx.HTTPError) as exc:
+                return Completion(
+                    "", None, 0, 0, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"
+                )
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            completion = Completion(
+                text=choice["message"].get("content") or "",
+                finish_reason=choice.get("finish_reason"),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                latency_s=time.perf_counter() - start,
+            )
+            self.usage.prompt_tokens += completion.prompt_tokens
+            self.usage.completion_tokens += completion.completion_tokens
+            return completion
+
+        return job
+
+    # -- scoring ---------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                from infra.models import resolve_model
+
+                source = resolve_model(self.options.tokenizer or self.model)
+                self._tokenizer = TextTokenizer.load(
+                    source, self.options.chat_template, self.options.max_length
+                )
+            return self._tokenizer
+
+    def chat_prefix(self, user_message: str) -> str:
+        return self.tokenizer.chat_prefix(user_message)
+
+    def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
+        unique = list(dict.fromkeys(requests))
+        plans = [self.tokenizer.plan(r) for r in unique]
+        runnable = sorted(
+            (i for i, p in enumerate(plans) if not p.error), key=lambda i: len(plans[i].input_ids)
+        )
+        step = self.options.score_batch
+        groups = [runnable[s : s + step] for s in range(0, len(runnable), step)]
+        scored = _run_sync(self._gather([self._score_job([plans[i] for i in g]) for g in groups]))
+        by_index = {
+            i: lps for g, out in zip(groups, scored, strict=True) for i, lps in zip(g, out, strict=True)
+        }
+        results = {r: result_from_plan(plans[i], by_index.get(i, ())) for i, r in enumerate(unique)}
+        return [results[r] for r in requests]
+
+    def _score_job(
+        self, plans: Sequence[TokenPlan]
+    ) -> Callable[[httpx.AsyncClient], Awaitable[list[tuple[float, ...]]]]:
+        async def job(client: httpx.AsyncClient) -> list[tuple[float, ...]]:
+            body = {
+                "model": self.model,
+                "prompt": [list(p.input_ids) for p in plans],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": 0,
+            }
+            try:
+                data = await self._post(client, "/completions", body)
+            except EngineError as exc:
+                raise EngineError(f"{exc}\n{_NO_PROMPT_LOGPROBS.format(url=self.base_url)}") from None
+            choices = sorted(data["choices"], key=lambda c: c["index"])
+            return [
+                _target_logprobs(plan, choice.get("prompt_logprobs"), self.base_url)
+                for plan, choice in zip(plans, choices, strict=True)
+            ]
+
+        return job
+
+    def close(self) -> None:
+        self._tokenizer = None
+
+
+_NO_PROMPT_LOGPROBS = (
+    "Scoring needs an endpoint that returns prompt log-probs for token-id prompts "
+    "(vLLM's `prompt_logprobs`); {url} does not. Score with a `vllm serve` endpoint, or the hf/vllm engine."
+)
+
+
+def _target_logprobs(plan: TokenPlan, prompt_logprobs: list[Any] | None, url: str) -> tuple[float, ...]:
+    if not prompt_logprobs or len(prompt_logprobs) != len(plan.input_ids):
+        raise EngineError(_NO_PROMPT_LOGPROBS.format(url=url))
+    values = []
+    for pos in range(plan.first_target, len(plan.input_ids)):
+        entry = prompt_logprobs[pos] or {}
+        token = plan.input_ids[pos]
+        found = entry.get(str(token), entry.get(token))
+        if found is None:
+            raise EngineError(f"{url} returned no log-prob for prompt token {token} at position {pos}")
+        values.append(float(found["logprob"] if isinstance(found, dict) else found))
+    return tuple(values)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when the caller already has an event loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return,unused-ignore]
