@@ -1,0 +1,177 @@
+"""The openai engine against a real ``vllm serve`` on 127.0.0.1, and its retry/error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import pytest
+
+from infra.engines.base import ChatRequest, EngineError, Sampling, ScoreRequest
+from infra.engines.openai_engine import BUDGET_EXHAUSTED, OpenAIEngine, OpenAIOptions
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pytest.importorskip("vllm")
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm") / "serve.log"
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(tiny_model_path),
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+        "--max-model-len", "2048", "--served-model-name", "tiny",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve not ready in 240 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_server: str, tiny_model_path: Path) -> OpenAIEngine:
+    return OpenAIEngine("tiny", vllm_server, OpenAIOptions(tokenizer=str(tiny_model_path), concurrency=4))
+
+
+def test_generate_returns_text_and_token_accounting(engine: OpenAIEngine) -> None:
+    requests = [ChatRequest.user(f"Say something about the number {i}.") for i in range(5)]
+    out = engine.generate(requests, Sampling(max_tokens=12, temperature=0.0))
+    assert len(out) == 5
+    for c in out:
+        assert c.error is None
+        assert c.finish_reason in ("stop", "length")
+        assert c.prompt_tokens > 0 and 0 < c.completion_tokens <= 12
+    assert engine.usage.completion_tokens == sum(c.completion_tokens for c in out)
+    assert engine.usage.prompt_tokens == sum(c.prompt_tokens for c in out)
+
+
+def test_token_budget_stops_cleanly(vllm_server: str, tiny_model_path: Path) -> None:
+    eng = OpenAIEngine(
+        "tiny", vllm_server, OpenAIOptions(tokenizer=str(tiny_model_path), concurrency=1, token_budget=1)
+    )
+    out = eng.generate([ChatRequest.user("hello")] * 3, Sampling(max_tokens=4, temperature=0.0))
+    assert out[0].error is None
+    assert [c.error for c in out[1:]] == [BUDGET_EXHAUSTED, BUDGET_EXHAUSTED]
+
+
+def test_scores_through_vllm_serve_equal_hf(engine: OpenAIEngine, tiny_model_path: Path) -> None:
+    from infra.engines.hf_engine import HFEngine, HFOptions
+
+    hf = HFEngine(str(tiny_model_path), HFOptions(dtype="float32"))
+    try:
+        reqs = [
+            ScoreRequest(hf.chat_prefix("Name a colour."), "Blue is a colour."),
+            ScoreRequest("", "Blue is a colour."),
+            ScoreRequest(hf.chat_prefix("Count to three."), "One, two, three."),
+            ScoreRequest("", ""),
+        ]
+        ours, ref = engine.target_logprobs(reqs), hf.target_logprobs(reqs)
+    finally:
+        hf.close()
+    for a, b in zip(ours, ref, strict=True):
+        assert a.error == b.error
+        assert len(a.logprobs) == len(b.logprobs)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers with a scripted list of (status, body); records what it was sent."""
+
+    script: ClassVar[list[tuple[int, dict]]] = []
+    seen: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        status, payload = type(self).script.pop(0)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, type[Scripted]]]:
+    handler = type("Handler", (Scripted,), {"script": [], "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    finally:
+        server.shutdown()
+
+
+CHAT_OK = {
+    "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+}
+
+
+def test_retries_429_and_5xx_then_succeeds(scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, handler = scripted
+    monkeypatch.setenv("TEST_KEY", "sk-secret-value")
+    handler.script[:] = [(429, {"error": "slow down"}), (503, {"error": "busy"}), (200, CHAT_OK)]
+    eng = OpenAIEngine("m", url, OpenAIOptions(api_key_env="TEST_KEY", max_retries=3))
+    [c] = eng.generate([ChatRequest.user("x")], Sampling(max_tokens=2))
+    assert c.text == "hi" and c.completion_tokens == 1
+    assert len(handler.seen) == 3
+    assert handler.seen[0]["auth"] == "Bearer sk-secret-value"
+    assert "sk-secret-value" not in repr(eng)
+
+
+def test_server_without_prompt_logprobs_gets_a_clear_error(scripted, tiny_model_path: Path) -> None:
+    url, handler = scripted
+    handler.script[:] = [(200, {"choices": [{"index": 0, "text": "x", "finish_reason": "length"}]})]
+    eng = OpenAIEngine("m", url, OpenAIOptions(tokenizer=str(tiny_model_path)))
+    with pytest.raises(EngineError, match="prompt log-probs"):
+        eng.target_logprobs([ScoreRequest("", "some target text")])
+
+
+def test_remote_endpoint_without_key_is_refused_without_leaking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    eng = OpenAIEngine("gpt-4o-mini", "https://api.example.invalid/v1")
+    with pytest.raises(EngineError, match="OPENAI_API_KEY"):
+        eng.generate([ChatRequest.user("x")], Sampling())
