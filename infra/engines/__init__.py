@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from .base import ChatRequest, Completion, Engine, EngineError, Sampling, ScoreRequest, TargetLogprobs
 from .spec import EngineSpec, parse_spec
+from .tokenizer import TextTokenizer
 
 __all__ = [
     "ChatRequest",
@@ -20,6 +21,7 @@ __all__ = [
     "ScoreRequest",
     "TargetLogprobs",
     "load_engine",
+    "load_tokenizer",
     "parse_spec",
 ]
 
@@ -46,3 +48,15 @@ def load_engine(spec: str | EngineSpec, options: Mapping[str, Any] | None = None
         return OpenAIEngine(parsed.model, parsed.base_url, OpenAIOptions(**opts), spec=str(parsed))
     except ValidationError as exc:
         raise EngineError(f"bad options for {parsed}: {exc}") from exc
+
+
+def load_tokenizer(spec: str | EngineSpec, options: Mapping[str, Any] | None = None) -> TextTokenizer:
+    """The engine's tokenizer and chat template without its weights (cheap, for the driver side)."""
+    from infra.models import resolve_model
+
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    opts = dict(options or {})
+    source = opts.get("tokenizer") or parsed.model
+    return TextTokenizer.load(
+        resolve_model(str(source)), str(opts.get("chat_template", "model")), int(opts.get("max_length", 2048))
+    )

@@ -103,18 +103,23 @@ def test_distinct_direct_texts_are_computed_once(engine):
 
 def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):
     tok = engine.tokenizer
-    context, target = "The answer is hello wor", "ld and more"
-    _ids, offsets = tok.encode(context + target)
-    seam = len(context)
-    overlapping = [i for i, (s, e) in enumerate(offsets) if e > s and e > seam]
-    plan = tok.plan(ScoreRequest(context, target))
-    assert plan.n_target == len(overlapping)
-    # The prefix tokenised alone would claim a different boundary when the seam merged.
-    naive_context_len = len(tok.encode(context)[0])
-    merged = offsets[overlapping[0]][0] < seam
-    assert merged == (
-        naive_context_len != plan.n_context_tokens - (1 if plan.input_ids[0] == tok.bos_id else 0)
-    )
+    text = "The answer is hello world and the capital of France is Paris."
+    merges = []
+    for seam in range(1, len(text)):
+        ids, offsets = tok.encode(text)
+        spanning = [i for i, (s, e) in enumerate(offsets) if s < seam < e]
+        if spanning:
+            merges.append((seam, spanning[0], ids, offsets))
+    assert merges, "the tiny tokenizer should merge across some character boundary"
+    for seam, merged_idx, ids, offsets in merges:
+        context, target = text[:seam], text[seam:]
+        plan = tok.plan(ScoreRequest(context, target))
+        own = [ids[i] for i, (s, e) in enumerate(offsets) if e > s and e > seam]
+        # Exactly the tokens that overlap the target: the merged one included, nothing before it.
+        assert list(plan.target_ids) == own
+        assert plan.target_ids[0] == ids[merged_idx]
+        # Tokenising the prefix alone would put the boundary elsewhere (the reference's off-by-one).
+        assert tok.encode(context)[0] != ids[:merged_idx]
 
 
 def test_target_truncated_to_nothing_is_nan_with_reason(tiny_model_path):

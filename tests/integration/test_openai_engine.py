@@ -36,7 +36,9 @@ def vllm_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory)
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TORCH_COMPILE_DISABLE="1", HF_HUB_OFFLINE="1")
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(tiny_model_path),
+        # `vllm serve` itself fails on vllm-cpu (it asks for the metadata of a package named "vllm").
+        sys.executable, "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(tiny_model_path),
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
         "--max-model-len", "2048", "--served-model-name", "tiny",
     ]  # fmt: skip
