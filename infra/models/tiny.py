@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "Give three tips for staying healthy. Eat a balanced diet, exercise regularly and sleep well.",
@@ -36,7 +37,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
-PARAMS = {
+PARAMS: dict[str, Any] = {
     "vocab_size": 512,
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -105,15 +106,15 @@ def _write_model(folder: Path, seed: int) -> None:
         eos_token_id=1,
         pad_token_id=2,
         tie_word_embeddings=False,
-        torch_dtype="float32",
+        dtype="float32",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).float()
     with torch.no_grad():
         for p in model.parameters():
             # Larger than the default init so that different texts get clearly different scores.
             p.normal_(0.0, 0.2 if p.dim() > 1 else 0.02)
         for norm in (m for name, m in model.named_modules() if name.endswith("norm")):
-            norm.weight.fill_(1.0)  # type: ignore[operator]
+            norm.weight.fill_(1.0)
     model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2)
     model.save_pretrained(folder, safe_serialization=True)
