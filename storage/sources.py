@@ -1,0 +1,152 @@
+"""Read instruction data from files, folders and Hugging Face datasets, row by row, never failing whole.
+
+Every row comes out as ``(line, record, error, raw)``: a record, or ``None`` with the reason it could
+not be read (``invalid_json``, ``invalid_utf8``), so one bad line never hides the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.ingest.records import RAW_LIMIT, Pair, Reject, normalise
+
+Row = tuple[int, Mapping[str, Any] | None, str | None, str]
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
+
+
+@dataclass
+class IngestResult:
+    """Pairs in input order (first occurrence of each id), rejects with reasons, duplicates dropped."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    n_duplicates: int = 0
+
+
+def load_pairs(source: str, *, max_chars: int = 100_000) -> IngestResult:
+    result = IngestResult()
+    seen: set[str] = set()
+    for line, record, error, raw in read_records(source):
+        item = (
+            normalise(record, line, max_chars=max_chars)
+            if record is not None
+            else Reject(line, error or "", raw)
+        )
+        if isinstance(item, Reject):
+            result.rejects.append(item)
+        elif item.id in seen:
+            result.n_duplicates += 1
+        else:
+            seen.add(item.id)
+            result.pairs.append(item)
+    return result
+
+
+def read_records(source: str) -> Iterator[Row]:
+    """Rows of a file (by extension), a folder of files (sorted), or a Hugging Face dataset."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            yield from _hf_dataset(str(path), on_disk=True)
+            return
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise ValueError(f"no {', '.join(SUFFIXES)} files in {path}")
+        offset = 0
+        for f in files:
+            # Lines number on across files so every row of a folder has a distinct line.
+            last = offset
+            for line, record, error, raw in read_records(str(f)):
+                last = offset + line
+                yield last, record, error, raw
+            offset = last
+        return
+    suffix = path.suffix.lower()
+    if path.exists():
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _jsonl(path)
+        elif suffix == ".json":
+            yield from _json(path)
+        elif suffix == ".parquet":
+            yield from _parquet(path)
+        elif suffix == ".csv":
+            yield from _csv(path)
+        else:
+            raise ValueError(f"unknown input format {suffix!r} for {path}: use one of {', '.join(SUFFIXES)}")
+        return
+    if suffix in SUFFIXES or source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"input {source!r} does not exist")
+    yield from _hf_dataset(source, on_disk=False)
+
+
+def _jsonl(path: Path) -> Iterator[Row]:
+    with path.open("rb") as fh:
+        for line, blob in enumerate(fh, 1):
+            try:
+                text = blob.decode("utf-8")
+            except UnicodeDecodeError:
+                yield line, None, "invalid_utf8", blob[:RAW_LIMIT].decode("utf-8", "replace")
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield line, json.loads(text), None, text[:RAW_LIMIT]
+            except json.JSONDecodeError:
+                yield line, None, "invalid_json", text[:RAW_LIMIT]
+
+
+def _json(path: Path) -> Iterator[Row]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not valid UTF-8 ({exc}); use JSONL to keep the good rows") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); use JSONL to keep the good rows") from exc
+    if isinstance(data, Mapping) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of objects (or {{'data': [...]}})")
+    for line, record in enumerate(data, 1):
+        yield line, record, None, ""
+
+
+def _parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    line = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            line += 1
+            yield line, record, None, ""
+
+
+def _csv(path: Path) -> Iterator[Row]:
+    with path.open("rb") as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        try:
+            for line, record in enumerate(csv.DictReader(text), 1):
+                yield line, record, None, ""
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not valid UTF-8 ({exc})") from exc
+
+
+def _hf_dataset(source: str, *, on_disk: bool) -> Iterator[Row]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(source) if on_disk else datasets.load_dataset(source, split="train")
+    except Exception as exc:
+        where = (
+            "saved dataset" if on_disk else "Hugging Face dataset id (offline: use a local file or folder)"
+        )
+        raise ValueError(f"cannot load {source!r} as a {where}: {exc}") from exc
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+    for line, record in enumerate(ds, 1):
+        yield line, record, None, ""

@@ -1,0 +1,119 @@
+"""Ingest: every bad row is rejected with its line and reason; every good row loads once, in order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storage.sources import load_pairs, read_records
+from tasks.ingest.records import Pair, Reject, normalise
+
+GOOD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
+
+
+def write_jsonl(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_every_kind_of_bad_row_is_rejected_and_the_rest_load(tmp_path: Path) -> None:
+    j = lambda obj: json.dumps(obj).encode()  # noqa: E731
+    lines = [
+        j(GOOD),  # 1 ok
+        b'{"instruction": "broken",',  # 2 invalid_json
+        j([1, 2]),  # 3 not_an_object
+        j({"instruction": "no output"}),  # 4 missing_field:output
+        j({"instruction": "  ", "output": "x"}),  # 5 empty_field:instruction
+        j({"instruction": 5, "output": "x"}),  # 6 wrong_type:instruction
+        b'{"instruction": "caf\xe9", "output": "x"}',  # 7 invalid_utf8
+        j({"instruction": "long", "output": "y" * 200}),  # 8 too_long:output
+        j({"something": "else"}),  # 9 unknown_format
+        j({"prompt": "Say hi.", "response": "Hi!"}),  # 10 ok
+        b"",  # 11 blank: skipped
+        j(GOOD),  # 12 duplicate of 1
+        j({"messages": [{"role": "user", "content": "q"}]}),  # 13 no_assistant_turn
+    ]
+    result = load_pairs(str(write_jsonl(tmp_path / "in.jsonl", lines)), max_chars=100)
+    assert [(r.line, r.reason) for r in result.rejects] == [
+        (2, "invalid_json"),
+        (3, "not_an_object"),
+        (4, "missing_field:output"),
+        (5, "empty_field:instruction"),
+        (6, "wrong_type:instruction"),
+        (7, "invalid_utf8"),
+        (8, "too_long:output"),
+        (9, "unknown_format"),
+        (13, "no_assistant_turn"),
+    ]
+    assert [p.source_line for p in result.pairs] == [1, 10]
+    assert result.n_duplicates == 1
+
+
+def test_same_content_same_id_across_formats(tmp_path: Path) -> None:
+    rows = [GOOD, {"instruction": "Add 2 and 2.", "input": "Show work.", "output": "4"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    write_jsonl(tmp_path / "a.jsonl", [json.dumps(r).encode() for r in rows])
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    with (tmp_path / "a.csv").open("w") as fh:
+        fh.write("instruction,input,output\n")
+        fh.write('Name a colour.,,Blue.\n"Add 2 and 2.",Show work.,4\n')
+    ids = {
+        ext: [p.id for p in load_pairs(str(tmp_path / f"a.{ext}")).pairs]
+        for ext in ("json", "jsonl", "parquet", "csv")
+    }
+    assert len({tuple(v) for v in ids.values()}) == 1
+    assert len(ids["json"]) == 2
+
+
+def test_sharegpt_and_messages_shapes() -> None:
+    share = {
+        "conversations": [
+            {"from": "system", "value": "s"},
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": "A"},
+        ]
+    }
+    msgs = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    a, b = normalise(share, 1), normalise(msgs, 2)
+    assert isinstance(a, Pair) and isinstance(b, Pair)
+    assert (a.instruction, a.output) == ("Q", "A") and a.id == b.id
+
+
+def test_user_message_joins_input_after_a_blank_line() -> None:
+    p = normalise({"instruction": "Sum.", "input": "1 2", "output": "3"}, 1)
+    assert isinstance(p, Pair) and p.user_message == "Sum.\n\n1 2"
+
+
+def test_folder_and_unknown_extension(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "b.jsonl", [json.dumps(GOOD).encode()])
+    write_jsonl(tmp_path / "a.jsonl", [json.dumps({"prompt": "x", "response": "y"}).encode()])
+    lines = [line for line, *_ in read_records(str(tmp_path))]
+    assert lines == [1, 2]
+    (tmp_path / "c.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown input format"):
+        list(read_records(str(tmp_path / "c.txt")))
+    with pytest.raises(FileNotFoundError):
+        list(read_records(str(tmp_path / "missing.jsonl")))
+
+
+def test_saved_hf_dataset(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list([GOOD]).save_to_disk(str(tmp_path / "ds"))
+    assert [p.output for p in load_pairs(str(tmp_path / "ds")).pairs] == ["Blue."]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["instruction", "input", "output", "prompt", "response", "messages", "x"]),
+        st.one_of(st.none(), st.text(), st.integers(), st.lists(st.dictionaries(st.text(), st.text()))),
+    )
+)
+def test_normalise_never_raises(record: dict) -> None:
+    assert isinstance(normalise(record, 1), (Pair, Reject))
