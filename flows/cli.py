@@ -15,9 +15,11 @@ def main() -> None:
 
 
 def _register() -> None:
+    from flows import store_cli
     from flows.score_cli import score_command
 
     app.command("score")(score_command)
+    store_cli.register(app)
 
 
 _register()

@@ -1,0 +1,171 @@
+"""Explicit Arrow schemas of the store's tables (DESIGN.md section 4).
+
+Every row carries ``run_id`` and (except ``runs``) ``source_id``, plus the model, prompt-version
+and stage columns that apply, so any question about lineage is one SQL query. Tables may gain
+columns later (writes merge schemas); these are the columns every writer provides.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+_PAIR = [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]
+_ACCOUNTING = [
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("latency_s", pa.float64()),
+    ("finish_reason", pa.string()),
+]
+_SCORES = [
+    ("loss_cond", pa.float64()),
+    ("loss_direct", pa.float64()),
+    ("ifd_ppl", pa.float64()),
+    ("ifd_loss", pa.float64()),
+    ("rloss_cond", pa.float64()),
+    ("rloss_direct", pa.float64()),
+    ("rifd_ppl", pa.float64()),
+    ("rifd_loss", pa.float64()),
+    ("n_response_tokens", pa.int64()),
+    ("n_instruction_tokens", pa.int64()),
+    ("truncated", pa.bool_()),
+    ("score_error", pa.string()),
+]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("flow", pa.string()),
+            ("status", pa.string()),
+            ("started_at", TS),
+            ("ended_at", TS),
+            ("config_json", pa.string()),
+            ("versions_json", pa.string()),
+            ("counts_json", pa.string()),
+            ("tokens_json", pa.string()),
+            ("stage_seconds_json", pa.string()),
+        ]
+    ),
+    "seeds": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            *_PAIR,
+            ("source", pa.string()),
+            ("source_line", pa.int64()),
+            ("ingested_at", TS),
+        ]
+    ),
+    "rejects": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source", pa.string()),
+            ("line", pa.int64()),
+            ("reason", pa.string()),
+            ("raw", pa.string()),
+            ("ingested_at", TS),
+        ]
+    ),
+    "reflections": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            ("stage", pa.string()),  # instruction | response_original | response_reflected
+            ("teacher", pa.string()),
+            ("prompt_version", pa.string()),
+            *_PAIR,
+            ("raw_text", pa.string()),
+            ("new_instruction", pa.string()),
+            ("new_answer", pa.string()),
+            ("better_answer", pa.string()),
+            ("parse_status", pa.string()),
+            *_ACCOUNTING,
+            ("sampling_json", pa.string()),
+        ]
+    ),
+    "scores": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            ("variant", pa.string()),  # ori | Q | A | QA
+            ("student", pa.string()),
+            *_PAIR,
+            *_SCORES,
+        ]
+    ),
+    "selected": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            ("kept", pa.bool_()),
+            ("variant", pa.string()),
+            ("branch", pa.string()),
+            ("reason", pa.string()),
+            *_PAIR,
+            ("ifd_ppl", pa.float64()),
+            ("rifd_ppl", pa.float64()),
+            ("teacher", pa.string()),
+            ("student", pa.string()),
+            ("prompt_version", pa.string()),
+        ]
+    ),
+    "traces": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            ("teacher", pa.string()),
+            ("prompt_version", pa.string()),
+            ("question", pa.string()),
+            ("gold", pa.string()),
+            ("raw_text", pa.string()),
+            ("thinking", pa.string()),
+            ("output", pa.string()),
+            ("n_reflections", pa.int64()),
+            ("valid", pa.bool_()),
+            ("invalid_reason", pa.string()),
+            ("verified", pa.bool_()),
+            *_ACCOUNTING,
+            ("student", pa.string()),
+            ("ifd_ppl", pa.float64()),
+            ("ifd_loss", pa.float64()),
+            ("loss_cond", pa.float64()),
+            ("loss_direct", pa.float64()),
+            ("score_error", pa.string()),
+        ]
+    ),
+}
+
+TABLES = tuple(SCHEMAS)
+
+
+def schema_of(name: str) -> pa.Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}") from None
+
+
+def conform(name: str, rows: pa.Table | list[dict]) -> pa.Table:
+    """Rows as a table with the declared columns first (in order, cast) and any extra ones after."""
+    schema = schema_of(name)
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+    columns, fields = [], []
+    for f in schema:
+        col = (
+            table.column(f.name).cast(f.type)
+            if f.name in table.column_names
+            else pa.nulls(len(table), f.type)
+        )
+        columns.append(col)
+        fields.append(f)
+    for f in table.schema:
+        if f.name not in schema.names:
+            columns.append(table.column(f.name))
+            fields.append(f)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))

@@ -1,0 +1,229 @@
+"""The store: Delta Lake tables under one URI, in delta-rs style verbs.
+
+``Store("./factory").table("scores", version=3)``. Shard commits happen once: each carries a Delta
+application transaction ``(run_id/stage/table/shard, version 1)`` in the same atomic commit as its
+rows, so a retried task, a rerun after a crash, or a concurrent duplicate writer finds the shard
+already committed and adds nothing. Commit conflicts between concurrent writers are retried
+(``max_commit_retries``). deltalake panics in a process forked after use: spawn, never fork.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from .schemas import TABLES, conform, schema_of
+
+MAX_COMMIT_RETRIES = 100
+WRITE_ATTEMPTS = 20
+
+
+class StoreError(RuntimeError):
+    """The store cannot be read or written (bad URI, no permission)."""
+
+
+class Store:
+    """Delta tables ``runs, seeds, rejects, reflections, scores, selected, traces`` under ``uri``."""
+
+    def __init__(self, uri: str = "./factory", storage_options: dict[str, str] | None = None) -> None:
+        self.uri = uri.rstrip("/")
+        self.is_local = "://" not in self.uri or self.uri.startswith("file://")
+        self.storage_options = (
+            storage_options if storage_options is not None else _env_storage_options(self.uri)
+        )
+        if self.is_local:
+            root = Path(self.uri.removeprefix("file://")).expanduser().resolve()
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store at {root}: {exc.strerror}") from exc
+            if not os.access(root, os.W_OK):
+                raise StoreError(f"the store at {root} is not writable")
+            self.uri = str(root)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    def table_uri(self, name: str) -> str:
+        schema_of(name)  # validates the name
+        return f"{self.uri}/{name}"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def delta(
+        self, name: str, version: int | None = None, as_of: datetime | str | None = None
+    ) -> DeltaTable | None:
+        """The Delta table at a version or time, or None when it has never been written."""
+        try:
+            dt = DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+        if as_of is not None:
+            dt.load_as_version(as_of)
+        return dt
+
+    def exists(self, name: str) -> bool:
+        return self.delta(name) is not None
+
+    def table(
+        self,
+        name: str,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """All rows of a table version (an empty table with the schema when never written)."""
+        dt = self.delta(name, version, as_of)
+        if dt is None:
+            empty = schema_of(name).empty_table()
+            return empty.select(columns) if columns else empty
+        return dt.to_pyarrow_table(columns=columns)
+
+    def version(self, name: str) -> int | None:
+        dt = self.delta(name)
+        return None if dt is None else dt.version()
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        dt = self.delta(name)
+        return [] if dt is None else list(dt.history())
+
+    # -- writing ---------------------------------------------------------------------------------
+    def append(self, name: str, rows: pa.Table | list[dict[str, Any]]) -> int:
+        """Append rows (schemas merge, so new columns are added); returns the rows written."""
+        table = conform(name, rows)
+        self._write(name, table, CommitProperties(max_commit_retries=MAX_COMMIT_RETRIES))
+        return table.num_rows
+
+    def shard_committed(self, name: str, run_id: str, stage: str, shard: int) -> bool:
+        dt = self.delta(name)
+        return dt is not None and dt.transaction_version(_app_id(run_id, stage, name, shard)) is not None
+
+    def commit_shard(
+        self, name: str, rows: pa.Table | list[dict[str, Any]], *, run_id: str, stage: str, shard: int
+    ) -> bool:
+        """Commit a shard's rows once; False when the shard was already committed (nothing written)."""
+        app_id = _app_id(run_id, stage, name, shard)
+        if self.shard_committed(name, run_id, stage, shard):
+            return False
+        props = CommitProperties(
+            max_commit_retries=MAX_COMMIT_RETRIES, app_transactions=[Transaction(app_id=app_id, version=1)]
+        )
+        # A concurrent writer of this very shard wins whole: Delta rejects our commit and we stop.
+        return self._write(
+            name,
+            conform(name, rows),
+            props,
+            already_done=lambda: self.shard_committed(name, run_id, stage, shard),
+        )
+
+    def _write(
+        self,
+        name: str,
+        table: pa.Table,
+        props: CommitProperties,
+        already_done: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Append, retrying commits that lose a race on the table's metadata (creation, a new column).
+
+        Returns False when ``already_done`` says another writer made this write unnecessary.
+        """
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                if not self.exists(name):
+                    self._create(name)
+                write_deltalake(
+                    self.table_uri(name),
+                    table,
+                    mode="append",
+                    schema_mode="merge",
+                    storage_options=self.storage_options,
+                    commit_properties=props,
+                )
+                return True
+            except CommitFailedError:
+                if already_done is not None and already_done():
+                    return False
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.2) * (attempt + 1))
+            except OSError as exc:
+                raise StoreError(f"cannot write {name} in {self.uri}: {exc}") from exc
+        return True
+
+    def _create(self, name: str) -> None:
+        """Create the table with its declared schema; losing a creation race to another writer is fine."""
+        try:
+            DeltaTable.create(
+                self.table_uri(name), schema_of(name), mode="ignore", storage_options=self.storage_options
+            )
+        except (CommitFailedError, DeltaError):
+            if not self.exists(name):
+                raise
+
+    # -- maintenance -----------------------------------------------------------------------------
+    def compact(self, name: str) -> dict[str, Any]:
+        dt = self._require(name)
+        return dict(
+            dt.optimize.compact(commit_properties=CommitProperties(max_commit_retries=MAX_COMMIT_RETRIES))
+        )
+
+    def vacuum(
+        self, name: str, retention_hours: int | None = None, *, force: bool = False, dry_run: bool = True
+    ) -> list[str]:
+        """Files no version newer than the retention needs; deleted only when ``dry_run`` is False.
+
+        Below the table's default retention (7 days) delta-rs refuses unless ``force``: versions
+        older than the retention can no longer be read (time travel to them breaks).
+        """
+        dt = self._require(name)
+        return list(
+            dt.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=not force)
+        )
+
+    def _require(self, name: str) -> DeltaTable:
+        dt = self.delta(name)
+        if dt is None:
+            raise StoreError(f"table {name!r} has not been written in {self.uri}")
+        return dt
+
+    def tables(self) -> list[str]:
+        return [t for t in TABLES if self.exists(t)]
+
+    def sql(self, query: str, *, as_of: datetime | str | None = None) -> Any:
+        """A DuckDB relation over every table (views), with ``table@v3`` time travel."""
+        from .sql import connect
+
+        return connect(self, as_of=as_of).sql(query)
+
+
+def _app_id(run_id: str, stage: str, name: str, shard: int) -> str:
+    return f"reflectory/{run_id}/{stage}/{name}/{shard}"
+
+
+def _env_storage_options(uri: str) -> dict[str, str]:
+    """S3 settings from the usual AWS environment variables (for s3:// URIs)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    keys = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "AWS_S3_ALLOW_UNSAFE_RENAME",
+        "AWS_CONDITIONAL_PUT",
+    )
+    opts = {k: os.environ[k] for k in keys if k in os.environ}
+    if "AWS_REGION" not in opts and "AWS_DEFAULT_REGION" in opts:
+        opts["AWS_REGION"] = opts["AWS_DEFAULT_REGION"]
+    return opts

@@ -1,0 +1,96 @@
+"""The store on a local path: idempotent shards, concurrency, time travel, schema merge, SQL, maintenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage.store import Store, StoreError
+
+from . import store_cases
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(str(tmp_path / "factory"))
+
+
+def test_shard_committed_twice_appears_once(store: Store) -> None:
+    store_cases.shard_committed_twice_appears_once(store)
+
+
+@pytest.mark.slow
+def test_four_processes_appending_shards_lose_none(store: Store) -> None:
+    store_cases.concurrent_writers_lose_nothing(store)
+
+
+def test_time_travel(store: Store) -> None:
+    store_cases.time_travel_returns_old_rows(store)
+
+
+def test_schema_merge_adds_a_column(store: Store) -> None:
+    store.append("scores", [{"run_id": "r", "source_id": "a", "ifd_ppl": 0.5}])
+    store.append("scores", [{"run_id": "r", "source_id": "b", "ifd_ppl": 0.7, "judge": "gpt"}])
+    got = store.sql("SELECT source_id, judge FROM scores ORDER BY 1").fetchall()
+    assert got == [("a", None), ("b", "gpt")]
+
+
+def test_empty_tables_are_queryable_with_their_schema(store: Store) -> None:
+    rel = store.sql("SELECT * FROM selected")
+    assert rel.fetchall() == []
+    assert "rifd_ppl" in rel.columns
+
+
+def test_compact_and_vacuum(store: Store) -> None:
+    for shard in range(3):
+        store.commit_shard("scores", store_cases.rows(shard), run_id="r1", stage="score", shard=shard)
+    metrics = store.compact("scores")
+    assert metrics["numFilesRemoved"] == 3
+    assert store.sql("SELECT count(*) FROM scores").fetchall() == [(9,)]
+    assert store.vacuum("scores") == []  # default retention keeps everything this young
+    with pytest.raises(Exception, match=r"(?i)retention"):
+        store.vacuum("scores", retention_hours=0)
+    assert len(store.vacuum("scores", retention_hours=0, force=True)) == 3
+    assert store.sql("SELECT count(*) FROM scores").fetchall() == [(9,)]
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the store"):
+        Store(str(blocker / "factory"))
+
+
+def test_ingest_twice_adds_nothing_and_records_rejects(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n{"bad json\n{"prompt": "p", "response": "r"}\n')
+    uri = str(tmp_path / "f")
+    runner = CliRunner()
+    first = runner.invoke(app, ["ingest", "-i", str(src), "-s", uri])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["ingest", "-i", str(src), "-s", uri])
+    assert second.exit_code == 0
+    store = Store(uri)
+    assert store.sql("SELECT count(*) FROM seeds").fetchall() == [(2,)]
+    assert store.sql("SELECT line, reason FROM rejects").fetchall() == [(2, "invalid_json")]
+
+
+def test_sql_cli_formats_and_errors(tmp_path: Path) -> None:
+    uri = str(tmp_path / "f")
+    Store(uri).append("seeds", [{"run_id": "r", "source_id": "a", "instruction": "i", "output": "o"}])
+    runner = CliRunner()
+    out = runner.invoke(app, ["sql", "SELECT source_id FROM seeds", "-s", uri, "-f", "json"])
+    assert out.exit_code == 0 and '"source_id": "a"' in out.output
+    target = tmp_path / "x.parquet"
+    assert (
+        runner.invoke(
+            app, ["sql", "SELECT * FROM seeds", "-s", uri, "-f", "parquet", "-o", str(target)]
+        ).exit_code
+        == 0
+    )
+    assert target.exists()
+    bad = runner.invoke(app, ["sql", "SELECT * FROM nowhere", "-s", uri])
+    assert bad.exit_code == 2 and "SQL error" in bad.output
