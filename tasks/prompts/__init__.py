@@ -1,0 +1,46 @@
+"""Versioned prompt templates (jinja2 files beside this module).
+
+Each template has a version string stored on every row it produces; change the version whenever
+the text changes, so results from different prompts are never mixed up (and Prefect caches key on it).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+
+PROMPT_VERSIONS: dict[str, str] = {
+    "reflect_instruction": "reflect_instruction/v1",
+    "reflect_response": "reflect_response/v1",
+    "reflect_response_with_input": "reflect_response_with_input/v1",
+    "trace_system": "trace_system/v1",
+    "trace_user": "trace_user/v1",
+}
+
+
+@cache
+def _env() -> Environment:
+    return Environment(
+        loader=PackageLoader("tasks", "prompts"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+
+
+@cache
+def _template(name: str) -> Template:
+    if name not in PROMPT_VERSIONS:
+        raise KeyError(f"unknown prompt {name!r}; known: {', '.join(PROMPT_VERSIONS)}")
+    return _env().get_template(f"{name}.jinja")
+
+
+def render(name: str, **variables: Any) -> str:
+    """The prompt text; a missing variable is an error, never an empty string."""
+    return _template(name).render(**variables).strip()
+
+
+def version(name: str) -> str:
+    return PROMPT_VERSIONS[name]

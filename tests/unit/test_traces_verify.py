@@ -1,0 +1,84 @@
+"""Trace structure, answer verification, and the math set."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tasks.teacher.mathgen import generate
+from tasks.teacher.traces import validate_trace
+from tasks.teacher.verify import extract_gold, verify
+
+GOOD = (
+    "<thinking>\n2 + 2 = 5.\n<reflection>No: 2 + 2 = 4.</reflection>\nSo 4.\n</thinking>\n"
+    "<output>4</output>\n"
+)
+
+
+def test_valid_trace_parts():
+    t = validate_trace(GOOD)
+    assert t.valid and t.output == "4" and t.n_reflections == 1
+    assert t.reflections == ("No: 2 + 2 = 4.",)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("<output>4</output>", "output_before_thinking"),
+        ("<thinking>x</thinking>", "no_output"),
+        ("<thinking>a</thinking><thinking>b</thinking><output>4</output>", "multiple_thinking"),
+        ("<thinking>a</thinking><reflection>r</reflection><output>4</output>", "reflection_outside_thinking"),
+        ("<thinking>a</thinking><output>4</output><output>5</output>", "multiple_output"),
+        ("<output>4</output><thinking>a</thinking>", "output_before_thinking"),
+        ("Sure! <thinking>a</thinking><output>4</output>", "text_outside_tags"),
+        ("<thinking>a</thinking><output>4</output> hope this helps", "text_outside_tags"),
+        ("<thinking>a<reflection>r</thinking><output>4</output>", "unclosed_tag:reflection"),
+        ("<thinking>a</thinking><output>4", "unclosed_tag:output"),
+        ("<thinking>a</thinking><output>  </output>", "empty_output"),
+        (
+            "<thinking><reflection>a<reflection>b</reflection></reflection></thinking><output>4</output>",
+            "nested_reflection",
+        ),
+        ("<thinking>a<output>4</output></thinking>", "output_inside_thinking"),
+        ("", "no_thinking"),
+    ],
+)
+def test_invalid_traces(text, reason):
+    t = validate_trace(text)
+    assert not t.valid and t.reason == reason
+
+
+@given(st.text())
+def test_validation_never_raises(text):
+    validate_trace(text)
+
+
+plain = st.text(alphabet=st.characters(blacklist_characters="<>", blacklist_categories=("Cs",)))
+
+
+@given(plain, st.lists(plain, max_size=4), plain.filter(lambda s: s.strip()))
+def test_generated_well_formed_trace_validates(thinking, reflections, output):
+    body = thinking + "".join(f"<reflection>{r}</reflection>" for r in reflections)
+    t = validate_trace(f"<thinking>{body}</thinking>\n<output>{output}</output>")
+    assert t.valid and t.n_reflections == len(reflections) and t.output == output.strip()
+
+
+def test_verification_numbers_choices_text():
+    assert extract_gold("5 + 3 = 8.\n#### 8") == "8"
+    assert verify("So the total is 1,250 dollars.", "1250") is True
+    assert verify("It costs $42.00", "42") is True
+    assert verify("The answer is 41.", "42") is False
+    assert verify("The answer is (B).", "B") is True
+    assert verify("C) because ...", "(C)") is True
+    assert verify("Answer: D", "B") is False
+    assert verify("Paris.", "paris") is True
+    assert verify("anything", None) is None
+    assert verify("50%", "0.5") is True
+
+
+def test_math_set_answers_are_computed():
+    for p in generate(40, seed=3):
+        assert extract_gold(p.answer) == str(p.gold)
+        assert verify(f"<reasoning> the answer is {p.gold}", extract_gold(p.answer)) is True
+    assert generate(5, seed=1) == generate(5, seed=1)
