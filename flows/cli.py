@@ -16,9 +16,11 @@ def main() -> None:
 
 def _register() -> None:
     from flows import store_cli
+    from flows.reflect_cli import reflect_command
     from flows.score_cli import score_command
 
     app.command("score")(score_command)
+    app.command("reflect")(reflect_command)
     store_cli.register(app)
 
 

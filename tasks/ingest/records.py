@@ -131,3 +131,31 @@ def _conversation(
 
 def _clean(text: str) -> str:
     return text.replace("\r\n", "\n")
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question for the traces flow, with its gold answer when the source has one."""
+
+    id: str
+    question: str
+    answer: str | None
+    source_line: int
+
+
+def normalise_question(record: Any, line: int, *, max_chars: int = 100_000) -> Question | Reject:
+    """``question`` (or ``instruction``/``prompt``/``problem``) and optional ``answer``/``solution``."""
+    if not isinstance(record, Mapping):
+        return Reject(line, "not_an_object", raw_text(record))
+    key = next((k for k in ("question", "problem", "instruction", "prompt") if k in record), None)
+    if key is None:
+        return Reject(line, "missing_field:question", raw_text(record))
+    try:
+        question = _clean(_text(record, key))
+        answer_key = next((k for k in ("answer", "solution", "output") if record.get(k) is not None), None)
+        answer = _clean(_text(record, answer_key, optional=True)) if answer_key else None
+    except _Bad as bad:
+        return Reject(line, bad.reason, raw_text(record))
+    if len(question) > max_chars:
+        return Reject(line, "too_long:question", raw_text(record))
+    return Question(pair_id(question, "", answer or ""), question, answer or None, line)

@@ -16,16 +16,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vllm_engine(tiny_model_path):
-    pytest.importorskip("vllm")
-    from infra.engines.vllm_engine import VLLMEngine, VLLMOptions
-
-    eng = VLLMEngine(str(tiny_model_path), VLLMOptions())
-    yield eng
-    eng.close()
-
-
 def test_generate_batch_with_accounting(vllm_engine):
     reqs = [ChatRequest.user("Say hello."), ChatRequest.user("Count to three.", system="Be brief.")]
     out = vllm_engine.generate(reqs, Sampling(max_tokens=8, temperature=0.0))

@@ -1,0 +1,109 @@
+"""``reflectory reflect``: one teacher stage on its own, from a file to a Parquet file."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class Mode(StrEnum):
+    instruction = "instruction"
+    response = "response"
+    trace = "trace"
+
+
+def reflect_command(
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="pairs (instruction/response) or questions (trace)")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write")],
+    teacher: Annotated[
+        str, typer.Option(help="engine spec: hf:PATH, vllm:PATH, openai:MODEL@URL")
+    ] = "hf:smollm2",
+    mode: Annotated[Mode, typer.Option(help="instruction, response or trace")] = Mode.instruction,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-O", help="engine option KEY=VALUE")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="new tokens per reply")] = 512,
+    temperature: Annotated[float, typer.Option()] = 0.7,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option(help="rows per generate call")] = 64,
+    limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
+) -> None:
+    """Run the instruction reflection, the response reflection, or trace generation on a file."""
+    from flows.progress import progress_bar
+    from infra.engines import EngineError, Sampling, load_engine
+    from infra.engines.spec import parse_options
+    from tasks.teacher.stages import StageStats
+
+    try:
+        rows, rejects = _read(input, mode)
+        engine = load_engine(teacher, parse_options(option))
+    except (EngineError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    rows = rows[:limit] if limit else rows
+    sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    stats, out = StageStats(), list[dict[str, Any]]()
+    with progress_bar(
+        f"{mode.value} reflection" if mode != Mode.trace else "traces", total=len(rows)
+    ) as advance:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            produced, batch_stats = _run(mode, batch, engine, sampling)
+            out.extend(r.to_dict() for r in produced)
+            stats = stats.merge(batch_stats)
+            advance(len(batch))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(out) if out else pa.table({}), output)
+    _summary(stats, len(rejects), output)
+
+
+def _read(source: str, mode: Mode) -> tuple[list[Any], list[Any]]:
+    from storage.sources import load_pairs, read_records
+    from tasks.ingest.records import Question, Reject, normalise_question
+
+    if mode != Mode.trace:
+        result = load_pairs(source)
+        return result.pairs, result.rejects
+    questions: list[Question] = []
+    rejects: list[Reject] = []
+    for line, record, error, raw in read_records(source):
+        item = normalise_question(record, line) if record is not None else Reject(line, error or "", raw)
+        if isinstance(item, Question):
+            questions.append(item)
+        else:
+            rejects.append(item)
+    return questions, rejects
+
+
+def _run(mode: Mode, batch: list[Any], engine: Any, sampling: Any) -> tuple[list[Any], Any]:
+    from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
+
+    if mode == Mode.instruction:
+        return reflect_instructions(batch, engine, sampling)
+    if mode == Mode.response:
+        return reflect_responses(batch, engine, sampling, which="original")
+    return generate_traces(batch, engine, sampling)
+
+
+def _summary(stats: Any, n_rejects: int, output: Path) -> None:
+    table = Table(title="reflectory reflect", show_header=False)
+    table.add_row("rows", str(stats.rows))
+    table.add_row("parsed", str(stats.parsed))
+    table.add_row("failed", json.dumps(dict(stats.failed)) if stats.failed else "0")
+    table.add_row("input rejects", str(n_rejects))
+    table.add_row("tokens (prompt / completion)", f"{stats.prompt_tokens} / {stats.completion_tokens}")
+    table.add_row("written", str(output))
+    console.print(table)
