@@ -48,7 +48,10 @@ class Session:
         uris = dt.file_uris() if dt is not None else []
         if dt is not None and uris and self.store.is_local:
             files = ", ".join("'" + u.replace("'", "''") + "'" for u in uris)
-            scan = f"read_parquet([{files}], union_by_name=true)"
+            # union_by_name reads every file's footer on every query: only pay it when the schema
+            # evolved, i.e. when older files may lack newer columns.
+            union = ", union_by_name=true" if _schema_evolved(self.store, name, dt) else ""
+            scan = f"read_parquet([{files}]{union})"
             self.con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM {scan}')
             return
         source: Any
@@ -73,3 +76,9 @@ class Session:
 
     def execute(self, query: str) -> duckdb.DuckDBPyConnection:
         return self.con.execute(self._prepare(query))
+
+
+def _schema_evolved(store: Store, name: str, dt: Any) -> bool:
+    """Whether the table's schema changed since version 0 (its creation or first write)."""
+    first = store.delta(name, version=0)
+    return first is None or pa.schema(first.schema()) != pa.schema(dt.schema())

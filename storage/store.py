@@ -109,18 +109,28 @@ class Store:
     def commit_shard(
         self, name: str, rows: pa.Table | list[dict[str, Any]], *, run_id: str, stage: str, shard: int
     ) -> bool:
-        """Commit a shard's rows once; False when the shard was already committed (nothing written)."""
+        """Commit a shard's rows once; False when the shard was already committed (nothing written).
+
+        The commit replaces any rows with the same ``shard_key`` (replace-where) and carries the
+        shard's application transaction, atomically. The app transaction makes a later retry a
+        no-op; the replace-where makes even two writers racing on the same shard (which delta-rs
+        does not reject on the app transaction alone) leave exactly one copy.
+        """
         app_id = _app_id(run_id, stage, name, shard)
         if self.shard_committed(name, run_id, stage, shard):
             return False
+        table = conform(name, rows)
+        table = table.drop_columns([c for c in ("shard_key",) if c in table.column_names])
+        table = table.append_column("shard_key", pa.array([app_id] * table.num_rows, pa.string()))
         props = CommitProperties(
             max_commit_retries=MAX_COMMIT_RETRIES, app_transactions=[Transaction(app_id=app_id, version=1)]
         )
-        # A concurrent writer of this very shard wins whole: Delta rejects our commit and we stop.
+        predicate = "shard_key = '" + app_id.replace("'", "''") + "'"
         return self._write(
             name,
-            conform(name, rows),
+            table,
             props,
+            predicate=predicate,
             already_done=lambda: self.shard_committed(name, run_id, stage, shard),
         )
 
@@ -129,6 +139,8 @@ class Store:
         name: str,
         table: pa.Table,
         props: CommitProperties,
+        *,
+        predicate: str | None = None,
         already_done: Callable[[], bool] | None = None,
     ) -> bool:
         """Append, retrying commits that lose a race on the table's metadata (creation, a new column).
@@ -137,16 +149,21 @@ class Store:
         """
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                if not self.exists(name):
-                    self._create(name)
-                write_deltalake(
-                    self.table_uri(name),
-                    table,
-                    mode="append",
-                    schema_mode="merge",
-                    storage_options=self.storage_options,
-                    commit_properties=props,
-                )
+                if predicate is not None:
+                    # A replace-where cannot merge schemas: add any new columns first.
+                    self._ensure_columns(name, table.schema)
+                elif not self.exists(name):
+                    self._ensure_columns(name, schema_of(name))
+                if predicate:
+                    write_deltalake(
+                        self.table_uri(name), table, mode="overwrite", predicate=predicate,
+                        storage_options=self.storage_options, commit_properties=props,
+                    )  # fmt: skip
+                else:
+                    write_deltalake(
+                        self.table_uri(name), table, mode="append", schema_mode="merge",
+                        storage_options=self.storage_options, commit_properties=props,
+                    )  # fmt: skip
                 return True
             except CommitFailedError:
                 if already_done is not None and already_done():
@@ -158,12 +175,27 @@ class Store:
                 raise StoreError(f"cannot write {name} in {self.uri}: {exc}") from exc
         return True
 
-    def _create(self, name: str) -> None:
-        """Create the table with its declared schema; losing a creation race to another writer is fine."""
+    def _columns(self, name: str) -> list[str]:
+        dt = self.delta(name)
+        return [] if dt is None else list(pa.schema(dt.schema()).names)
+
+    def _ensure_columns(self, name: str, schema: pa.Schema) -> None:
+        """Create the table, or add the columns it lacks; losing either race to another writer is fine."""
         try:
-            DeltaTable.create(
-                self.table_uri(name), schema_of(name), mode="ignore", storage_options=self.storage_options
-            )
+            if not self.exists(name):
+                full = schema_of(name)
+                for f in schema:
+                    if f.name not in full.names:
+                        full = full.append(f)
+                DeltaTable.create(
+                    self.table_uri(name), full, mode="ignore", storage_options=self.storage_options
+                )
+            elif missing := [f for f in schema if f.name not in self._columns(name)]:
+                empty = pa.schema(missing).empty_table()
+                write_deltalake(
+                    self.table_uri(name), empty, mode="append", schema_mode="merge",
+                    storage_options=self.storage_options,
+                )  # fmt: skip
         except (CommitFailedError, DeltaError):
             if not self.exists(name):
                 raise

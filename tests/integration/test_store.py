@@ -94,3 +94,13 @@ def test_sql_cli_formats_and_errors(tmp_path: Path) -> None:
     assert target.exists()
     bad = runner.invoke(app, ["sql", "SELECT * FROM nowhere", "-s", uri])
     assert bad.exit_code == 2 and "SQL error" in bad.output
+
+
+def test_shard_commit_with_a_new_column_evolves_the_schema(store: Store) -> None:
+    store.commit_shard("scores", store_cases.rows(0), run_id="r1", stage="score", shard=0)
+    extra = [dict(r, judge="gpt") for r in store_cases.rows(1)]
+    assert store.commit_shard("scores", extra, run_id="r1", stage="score", shard=1)
+    assert store.sql("SELECT shard, count(judge) FROM scores GROUP BY 1 ORDER BY 1").fetchall() == [
+        (0, 0),
+        (1, 3),
+    ]
