@@ -17,10 +17,12 @@ def main() -> None:
 def _register() -> None:
     from flows import store_cli
     from flows.reflect_cli import reflect_command
+    from flows.run_cli import run_app
     from flows.score_cli import score_command
 
     app.command("score")(score_command)
     app.command("reflect")(reflect_command)
+    app.add_typer(run_app, name="run")
     store_cli.register(app)
 
 

@@ -1,13 +1,15 @@
 """Connect to Ray: a local instance started on demand, or an existing cluster, with a time limit.
 
-Why the time limit: ``ray.init`` retries forever when ``RAY_ADDRESS`` or a stale cluster file points
-at a dead head (DESIGN.md section 5); a data factory should say so and stop.
+Why the check: ``ray.init`` retries forever when ``RAY_ADDRESS`` or a stale cluster file points at
+a dead head (DESIGN.md section 5); a data factory should say so and stop.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 NAMESPACE = "reflectory"
@@ -18,54 +20,59 @@ class ClusterError(RuntimeError):
 
 
 def connect(
-    address: str | None = None, *, timeout_s: float = 120.0, dashboard: bool = False
+    address: str | None = None, *, timeout_s: float = 10.0, dashboard: bool = False
 ) -> dict[str, Any]:
     """Initialise Ray once per process; return the cluster's resources.
 
     ``address``: None or "local" starts a local Ray (dashboard off unless asked, bound to
-    127.0.0.1); "auto" or "ray://host:port" joins an existing cluster.
+    127.0.0.1); "auto", "host:port" or "ray://host:port" joins an existing cluster, after checking
+    within ``timeout_s`` that its head answers (``ray.init`` itself retries forever). Ray must be
+    initialised from the main thread: a local instance started from another thread never comes up.
     """
     import ray
 
     if ray.is_initialized():
         return dict(ray.cluster_resources())
-    kwargs: dict[str, Any] = {
-        "namespace": NAMESPACE,
-        "ignore_reinit_error": True,
-        "log_to_driver": False,
-        "configure_logging": True,
-        "logging_level": "WARNING",
-    }
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "ignore_reinit_error": True, "log_to_driver": False}
     if address in (None, "", "local"):
         kwargs.update(
-            address="local",
-            num_cpus=os.cpu_count(),
-            include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
+            address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1"
         )
     else:
+        head = _head_address(address)
+        if head is None:
+            raise ClusterError(
+                f"no running Ray cluster found for --ray-address {address} (start one: ray start --head)"
+            )
+        _check_reachable(head, address, timeout_s)
         kwargs["address"] = address
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            ray.init(**kwargs)
-            box["ok"] = True
-        except Exception as exc:  # reported in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    where = address or "a local Ray instance"
-    if thread.is_alive():
-        raise ClusterError(
-            f"could not reach Ray at {where} within {timeout_s:.0f} s; check --ray-address, RAY_ADDRESS "
-            "and stale files under /tmp/ray (or start a head with `ray start --head`)"
-        )
-    if "error" in box:
-        raise ClusterError(f"could not start or join Ray at {where}: {box['error']}") from box["error"]
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        raise ClusterError(f"could not start or join Ray at {address or 'a local instance'}: {exc}") from exc
     return dict(ray.cluster_resources())
+
+
+def _head_address(address: str) -> str | None:
+    """host:port of the head to probe: from the address, or the local cluster file for 'auto'."""
+    if address == "auto":
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if not current.exists():
+            return os.environ.get("RAY_ADDRESS") or None
+        return current.read_text().strip() or None
+    return address.removeprefix("ray://")
+
+
+def _check_reachable(head: str, address: str, timeout_s: float) -> None:
+    host, _, port = head.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"could not reach Ray at {address} ({head}) within {timeout_s:.0f} s: {exc}; "
+            "check --ray-address, RAY_ADDRESS and stale files under /tmp/ray"
+        ) from exc
 
 
 def shutdown() -> None:

@@ -1,0 +1,121 @@
+"""Selective Reflection-Tuning for one shard, as pure data plumbing between the stages.
+
+ori = (x0, y0) is the seed; the instruction reflection proposes Q = (x1, y1); the response
+reflection gives A = (x0, y0') and QA = (x1, y1'). The student scores every variant that exists
+and ``tasks.select`` picks one per pair, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .scoring.ifd import PairScore
+from .scoring.score import PairText
+from .select import VARIANTS, VariantScore, select_variant
+from .teacher.stages import PairLike, ReflectionRow
+
+
+@dataclass(frozen=True)
+class SimplePair:
+    """A pair as the teacher stages see it (id = the seed's source id)."""
+
+    id: str
+    instruction: str
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant of one seed pair, ready to score."""
+
+    source_id: str
+    variant: str
+    instruction: str
+    input: str
+    output: str
+
+    @property
+    def text(self) -> PairText:
+        message = f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
+        return PairText(message, self.output)
+
+
+def reflected_pairs(instruction_rows: Iterable[ReflectionRow]) -> list[SimplePair]:
+    """(x1, y1) for every seed whose instruction reflection parsed (the new instruction holds any input)."""
+    return [
+        SimplePair(r.source_id, r.new_instruction, "", r.new_answer)
+        for r in instruction_rows
+        if r.ok and r.new_instruction and r.new_answer
+    ]
+
+
+def candidates(
+    seeds: Sequence[PairLike],
+    instruction_rows: Iterable[ReflectionRow],
+    response_rows: Iterable[ReflectionRow],
+) -> list[Candidate]:
+    """Every variant that exists, seed by seed in seed order, variants in the order ori, Q, A, QA."""
+    q = {p.id: p for p in reflected_pairs(instruction_rows)}
+    better = {(r.source_id, r.stage): r.better_answer for r in response_rows if r.ok and r.better_answer}
+    out: list[Candidate] = []
+    for s in seeds:
+        out.append(Candidate(s.id, "ori", s.instruction, s.input, s.output))
+        if s.id in q:
+            out.append(Candidate(s.id, "Q", q[s.id].instruction, "", q[s.id].output))
+        if (a := better.get((s.id, "response_original"))) is not None:
+            out.append(Candidate(s.id, "A", s.instruction, s.input, a))
+        if s.id in q and (qa := better.get((s.id, "response_reflected"))) is not None:
+            out.append(Candidate(s.id, "QA", q[s.id].instruction, "", qa))
+    return out
+
+
+def score_rows(cands: Sequence[Candidate], scores: Sequence[PairScore], student: str) -> list[dict[str, Any]]:
+    """Rows of the ``scores`` table."""
+    return [
+        {
+            "source_id": c.source_id,
+            "variant": c.variant,
+            "student": student,
+            "instruction": c.instruction,
+            "input": c.input,
+            "output": c.output,
+            **s.as_columns(),
+        }
+        for c, s in zip(cands, scores, strict=True)
+    ]
+
+
+def selection_rows(
+    score_table: Sequence[dict[str, Any]], *, teacher: str, student: str, prompt_version: str
+) -> list[dict[str, Any]]:
+    """One ``selected`` row per seed: the decision, its reason, and the kept (or judged) variant."""
+    by_seed: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in score_table:
+        by_seed.setdefault(row["source_id"], {})[row["variant"]] = row
+    out = []
+    for source_id, variants in by_seed.items():
+        decision = select_variant(
+            {v: VariantScore(row["ifd_ppl"], row["rifd_ppl"]) for v, row in variants.items() if v in VARIANTS}
+        )
+        judged = variants.get(decision.variant or "") or variants["ori"]
+        out.append(
+            {
+                "source_id": source_id,
+                "kept": decision.kept,
+                "variant": decision.variant,
+                "branch": decision.branch,
+                "reason": decision.reason,
+                "instruction": judged["instruction"],
+                "input": judged["input"],
+                "output": judged["output"],
+                "ifd_ppl": judged["ifd_ppl"],
+                "rifd_ppl": judged["rifd_ppl"],
+                "teacher": teacher,
+                "student": student,
+                "prompt_version": prompt_version,
+            }
+        )
+    return out
