@@ -101,16 +101,20 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
         for n, start in enumerate(range(0, len(pairs), params.shard_size))
     ]
     t0 = time.perf_counter()
-    finals = []
+    chains = []
     try:
         for job in jobs:
             ins = reflect_instructions_task.submit(job)
             # Prefect resolves futures passed as arguments (typed as the plain result here).
             resp = reflect_responses_task.submit(job, ins)  # type: ignore[call-overload]
             scored = score_task.submit(job, ins, resp)  # type: ignore[call-overload]
-            finals.append(select_task.submit(job, scored))
-        wait(finals)
-        selected = [row for f in finals for row in f.result()]
+            chains.append((ins, resp, scored, select_task.submit(job, scored)))
+        wait([f for chain in chains for f in chain])
+        # In stage order, so that a failure raises its own error, not a downstream "not run".
+        for chain in chains:
+            for future in chain:
+                future.result()
+        selected = [row for chain in chains for row in chain[-1].result()]
     finally:
         if not params.persistent_replicas:
             close_pools()

