@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from infra.models import resolve_model
-from tasks.ingest.records import Pair, normalise
 
 from infra.engines.base import ScoreRequest
 from infra.engines.hf_engine import HFEngine, HFOptions
+from infra.models import resolve_model
+from tasks.ingest.records import Pair, normalise
 from tasks.scoring.ifd import reverse_prompt
 from tasks.scoring.score import PairText, score_pairs
 

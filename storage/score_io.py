@@ -27,9 +27,8 @@ class ScoringRow:
 
 def read_scoring_rows(source: str) -> list[ScoringRow]:
     """Read a file with the ingest readers; rows that do not normalise keep their reason."""
-    from tasks.ingest.records import Pair, normalise
-
     from storage.sources import read_records
+    from tasks.ingest.records import Pair, normalise
 
     rows: list[ScoringRow] = []
     for line, record, error, raw in read_records(source):
