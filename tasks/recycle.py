@@ -100,12 +100,14 @@ def selection_rows(
         decision = select_variant(
             {v: VariantScore(row["ifd_ppl"], row["rifd_ppl"]) for v, row in variants.items() if v in VARIANTS}
         )
-        judged = variants.get(decision.variant or "") or variants["ori"]
+        # The row shows the variant it names: the one judged, or ori when that one does not exist.
+        name = decision.variant if decision.variant in variants else "ori"
+        judged = variants[name]
         out.append(
             {
                 "source_id": source_id,
                 "kept": decision.kept,
-                "variant": decision.variant,
+                "variant": name,
                 "branch": decision.branch,
                 "reason": decision.reason,
                 "instruction": judged["instruction"],
