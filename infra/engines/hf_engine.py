@@ -19,7 +19,7 @@ from tasks.scoring.batching import length_batches
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
-from .tokenizer import TextTokenizer, result_from_plan
+from .tokenizer import TextTokenizer, score_distinct
 
 
 class HFOptions(BaseModel):
@@ -83,31 +83,21 @@ class HFEngine:
         return self.tokenizer.chat_prefix(user_message)
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
-        unique = list(dict.fromkeys(requests))
-        plans = [self.tokenizer.plan(r) for r in unique]
-        by_request = dict(zip(unique, self._score_plans(plans), strict=True))
-        return [by_request[r] for r in requests]
+        return score_distinct(self.tokenizer, requests, self._score_plans)
 
-    def _score_plans(self, plans: Sequence[TokenPlan]) -> list[TargetLogprobs]:
-        results: list[TargetLogprobs | None] = [None] * len(plans)
-        runnable = []
-        for i, plan in enumerate(plans):
-            if plan.error:
-                results[i] = result_from_plan(plan, ())
-            else:
-                runnable.append(i)
-        lengths = [len(plans[i].input_ids) for i in runnable]
+    def _score_plans(self, plans: list[TokenPlan]) -> list[tuple[float, ...]]:
+        """Length-bucketed batches under the token budget; results in the order of ``plans``."""
         batches = length_batches(
-            lengths,
+            [len(p.input_ids) for p in plans],
             max_tokens=self.batch_tokens,
             max_pad_fraction=self.max_pad_fraction,
             max_batch=self.options.max_batch,
         )
+        results: list[tuple[float, ...]] = [()] * len(plans)
         for batch in batches:
-            members = [runnable[j] for j in batch]
-            for i, lps in zip(members, self._forward([plans[i] for i in members]), strict=True):
-                results[i] = result_from_plan(plans[i], lps)
-        return [r for r in results if r is not None]
+            for i, lps in zip(batch, self._forward([plans[i] for i in batch]), strict=True):
+                results[i] = lps
+        return results
 
     @torch.inference_mode()
     def _forward(self, plans: Sequence[TokenPlan]) -> list[tuple[float, ...]]:

@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
-from .tokenizer import TextTokenizer, result_from_plan
+from .tokenizer import TextTokenizer, score_distinct
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -195,19 +195,14 @@ class OpenAIEngine:
         return self.tokenizer.chat_prefix(user_message)
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
-        unique = list(dict.fromkeys(requests))
-        plans = [self.tokenizer.plan(r) for r in unique]
-        runnable = sorted(
-            (i for i, p in enumerate(plans) if not p.error), key=lambda i: len(plans[i].input_ids)
-        )
+        return score_distinct(self.tokenizer, requests, self._score_plans)
+
+    def _score_plans(self, plans: list[TokenPlan]) -> list[tuple[float, ...]]:
+        """Concurrent requests of ``score_batch`` token-id prompts each; results in plan order."""
         step = self.options.score_batch
-        groups = [runnable[s : s + step] for s in range(0, len(runnable), step)]
-        scored = _run_sync(self._gather([self._score_job([plans[i] for i in g]) for g in groups]))
-        by_index = {
-            i: lps for g, out in zip(groups, scored, strict=True) for i, lps in zip(g, out, strict=True)
-        }
-        results = {r: result_from_plan(plans[i], by_index.get(i, ())) for i, r in enumerate(unique)}
-        return [results[r] for r in requests]
+        groups = [plans[s : s + step] for s in range(0, len(plans), step)]
+        scored = _run_sync(self._gather([self._score_job(g) for g in groups]))
+        return [lps for out in scored for lps in out]
 
     def _score_job(
         self, plans: Sequence[TokenPlan]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tasks.scoring.templates import render_named
@@ -72,3 +73,20 @@ def result_from_plan(plan: TokenPlan, logprobs: tuple[float, ...]) -> TargetLogp
         error=plan.error,
         token_ids=plan.target_ids,
     )
+
+
+def score_distinct(
+    tokenizer: TextTokenizer,
+    requests: Sequence[ScoreRequest],
+    run: Callable[[list[TokenPlan]], Sequence[tuple[float, ...]]],
+) -> list[TargetLogprobs]:
+    """Plan each distinct request once, ``run`` the plannable ones (shortest first), map back in order.
+
+    Every engine scores this way; only ``run`` (how log-probs are computed) differs.
+    """
+    unique = list(dict.fromkeys(requests))
+    plans = [tokenizer.plan(r) for r in unique]
+    runnable = sorted((i for i, p in enumerate(plans) if not p.error), key=lambda i: len(plans[i].input_ids))
+    scored = dict(zip(runnable, run([plans[i] for i in runnable]), strict=True)) if runnable else {}
+    by_request = {r: result_from_plan(plans[i], scored.get(i, ())) for i, r in enumerate(unique)}
+    return [by_request[r] for r in requests]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
-from .tokenizer import TextTokenizer, result_from_plan
+from .tokenizer import TextTokenizer, score_distinct
 
 CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # builds in 3-5 s instead of 20-47 s
@@ -147,23 +147,16 @@ class VLLMEngine:
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         """One ``LLM.generate`` call with ``prompt_logprobs=0`` over every distinct request."""
+        return score_distinct(self.tokenizer, requests, self._score_plans)
+
+    def _score_plans(self, plans: list[TokenPlan]) -> list[tuple[float, ...]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        unique = list(dict.fromkeys(requests))
-        plans = [self.tokenizer.plan(r) for r in unique]
-        runnable = sorted(
-            (i for i, p in enumerate(plans) if not p.error), key=lambda i: len(plans[i].input_ids)
-        )
-        scored: dict[int, tuple[float, ...]] = {}
-        if runnable:
-            prompts = [TokensPrompt(prompt_token_ids=list(plans[i].input_ids)) for i in runnable]
-            params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-            for i, out in zip(runnable, outputs, strict=True):
-                scored[i] = _gather(plans[i], out.prompt_logprobs)
-        by_request = {r: result_from_plan(plans[i], scored.get(i, ())) for i, r in enumerate(unique)}
-        return [by_request[r] for r in requests]
+        prompts = [TokensPrompt(prompt_token_ids=list(p.input_ids)) for p in plans]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [_gather(p, out.prompt_logprobs) for p, out in zip(plans, outputs, strict=True)]
 
     def close(self) -> None:
         del self.llm
