@@ -142,8 +142,6 @@ class EnginePool:
             try:
                 results[b] = ray.get(done)
             except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-                if isinstance(exc, RayTaskError):
-                    raise exc.as_instanceof_cause() from None
                 attempts[b] += 1
                 if attempts[b] > self.config.max_batch_retries:
                     raise PoolError(
