@@ -50,12 +50,13 @@ def histogram(values: Sequence[float] | np.ndarray, bins: int = 10, width: int =
         return f"[{lo:.4g}, {hi:.4g}]  {arr.size:>6}  " + "#" * width
     counts, edges = np.histogram(arr, bins=bins, range=(lo, hi))
     top = int(counts.max())
-    lines = []
-    for i, c in enumerate(counts):
-        close = "]" if i == len(counts) - 1 else ")"
-        bar = "#" * (round(width * int(c) / top) if top else 0)
-        lines.append(f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}  {int(c):>6}  {bar}")
-    return "\n".join(lines)
+    last = len(counts) - 1
+    labels = [f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{']' if i == last else ')'}" for i in range(len(counts))]
+    pad = max(len(x) for x in labels)
+    return "\n".join(
+        f"{label:<{pad}}  {int(c):>6}  {'#' * round(width * int(c) / top)}".rstrip()
+        for label, c in zip(labels, counts, strict=True)
+    )
 
 
 def score_summaries(table: pa.Table, columns: Sequence[str] = SCORE_COLUMNS) -> list[ScoreSummary]:
