@@ -98,50 +98,68 @@ def export_command(
     _summary(result)
 
 
-def build_curation(path: Path | None, **opts: Any) -> CurationConfig:
+def build_curation(
+    path: Path | None = None,
+    *,
+    where: str | None = None,
+    bound: list[str] | None = None,
+    top: str | None = None,
+    top_by: str = "ifd_ppl",
+    top_group: str | None = None,
+    top_smallest: bool = False,
+    require: list[str] | None = None,
+    format: str | None = None,
+    benchmarks: str | None = None,
+    ngram: int | None = None,
+    no_decontam: bool = False,
+    exact_dedup: str | None = None,
+    near_dup_threshold: float | None = None,
+    no_near_dedup: bool = False,
+    extra_column: list[str] | None = None,
+) -> CurationConfig:
     """A ``CurationConfig`` from a JSON file (optional) with the command-line options on top."""
     from tasks.curate import BoundSpec, CurationConfig, TopSpec
 
     base: dict[str, Any] = json.loads(path.read_text()) if path else {}
     config = CurationConfig.model_validate(base)
     update: dict[str, Any] = {}
-    if opts.get("where") is not None:
-        update["where"] = opts.get("where")
-    if opts.get("bound"):
-        update["bounds"] = [BoundSpec.parse(b) for b in opts.get("bound")]
-    if opts.get("top") is not None:
+    if where is not None:
+        update["where"] = where
+    if bound:
+        update["bounds"] = [BoundSpec.parse(b) for b in bound]
+    if top is not None:
         update["top"] = TopSpec.parse(
-            opts.get("top"),
-            by=opts.get("top_by"),
-            group_by=opts.get("top_group"),
-            largest=not opts.get("top_smallest"),
+            top,
+            by=top_by,
+            group_by=top_group,
+            largest=not top_smallest,
         )
-    if opts.get("require"):
+    if require:
         rules = {}
-        for item in opts.get("require"):
+        for item in require:
             col, _, rule = item.partition("=")
             rules[col.strip()] = rule.strip() or "true"
         update["require"] = rules
-    if opts.get("format") is not None:
-        update["format"] = opts.get("format")
-    if opts.get("extra_column"):
-        update["extra_columns"] = list(opts.get("extra_column"))
+    if format is not None:
+        update["format"] = format
+    if extra_column:
+        update["extra_columns"] = list(extra_column)
     decontam = config.decontam.model_dump()
-    if opts.get("benchmarks") is not None:
-        decontam["benchmarks_dir"] = opts.get("benchmarks")
-    if opts.get("ngram") is not None:
-        decontam["ngram"] = opts.get("ngram")
-    if opts.get("no_decontam"):
+    if benchmarks is not None:
+        decontam["benchmarks_dir"] = benchmarks
+    if ngram is not None:
+        decontam["ngram"] = ngram
+    if no_decontam:
         decontam["enabled"] = False
     exact = config.exact_dedup.model_dump()
-    if opts.get("exact_dedup") is not None:
-        exact.update(enabled=opts.get("exact_dedup") != "off")
-        if opts.get("exact_dedup") != "off":
-            exact["on"] = opts.get("exact_dedup")
+    if exact_dedup is not None:
+        exact.update(enabled=exact_dedup != "off")
+        if exact_dedup != "off":
+            exact["on"] = exact_dedup
     near = config.near_dedup.model_dump()
-    if opts.get("near_dup_threshold") is not None:
-        near["threshold"] = opts.get("near_dup_threshold")
-    if opts.get("no_near_dedup"):
+    if near_dup_threshold is not None:
+        near["threshold"] = near_dup_threshold
+    if no_near_dedup:
         near["enabled"] = False
     # Validate the merged config as a whole, so every bad value gets pydantic's message.
     return CurationConfig.model_validate(

@@ -160,7 +160,7 @@ def build_card(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     old = DatasetCard(previous) if previous else None
-    data = card_data if card_data is not None else (old.data if old is not None else DatasetCardData())
+    data: Any = card_data if card_data is not None else (old.data if old is not None else DatasetCardData())
     data.license = license
     data.pretty_name = pretty_name
     data.task_categories = sorted(set(data.get("task_categories") or []) | {"text-generation"})

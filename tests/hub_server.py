@@ -57,7 +57,8 @@ class Entry:
         return _git_sha1(self.pointer()) if self.lfs else self.blob_sha1
 
     def pointer(self) -> bytes:
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
+        spec = "version https://git-lfs.github.com/spec/v1"
+        return f"{spec}\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
 
     def as_json(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "size": self.size, "lfs": self.lfs, "blob_sha1": self.blob_sha1}
@@ -264,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().strip(), 16)
                 if size == 0:
@@ -358,7 +359,9 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 if (repo_type, repo_id) in state.repos:
                     return self._send_json({"error": "You already created this repo", "url": ""}, 409)
-                state.create(repo_type, repo_id, bool(doc.get("private")))
+                # huggingface_hub 2.x sends "visibility" (public/private/protected); 0.x sent "private".
+                private = doc.get("visibility", "public") != "public" or bool(doc.get("private"))
+                state.create(repo_type, repo_id, private)
             prefix = "" if repo_type == "model" else f"{repo_type}s/"
             return self._send_json({"url": f"{self.hub.url}/{prefix}{repo_id}", "name": repo_id})
         if parts == ["validate-yaml"] and method == "POST":

@@ -35,7 +35,8 @@ class StepReport:
 class Step(Protocol):
     """A curation step: ``apply`` returns the kept rows (original order) and its report."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def apply(self, table: pa.Table) -> tuple[pa.Table, StepReport]: ...
 

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .filters import Op
 from .formats import Format
 
+Rule = Literal["true", "true_or_null"]
+DEFAULT_REQUIRE: dict[str, Rule] = {"kept": "true", "valid": "true", "verified": "true_or_null"}
+
 
 class BoundSpec(BaseModel):
     """``column op value``, e.g. ``ifd_ppl < 1``."""
@@ -32,7 +35,7 @@ class BoundSpec(BaseModel):
             if op in text:
                 column, value = (p.strip() for p in text.split(op, 1))
                 try:
-                    return cls(column=column, op=op, value=float(value))  # type: ignore[arg-type]
+                    return cls(column=column, op=op, value=float(value))
                 except ValueError:
                     break
         raise ValueError(f"cannot read the bound {text!r}: expected COLUMN OP NUMBER, e.g. 'ifd_ppl<1'")
@@ -61,15 +64,15 @@ class TopSpec(BaseModel):
         t = text.strip()
         try:
             if t.endswith("%"):
-                return cls(fraction=float(t[:-1]) / 100, **kwargs)  # type: ignore[arg-type]
+                return cls(fraction=float(t[:-1]) / 100, **kwargs)
             value = float(t)
         except ValueError:
             raise ValueError(f"cannot read --top {text!r}: expected a count (500), 0.1 or 10%") from None
         if value < 1:
-            return cls(fraction=value, **kwargs)  # type: ignore[arg-type]
+            return cls(fraction=value, **kwargs)
         if value != int(value):
             raise ValueError(f"--top {text!r}: a count must be a whole number")
-        return cls(k=int(value), **kwargs)  # type: ignore[arg-type]
+        return cls(k=int(value), **kwargs)
 
 
 class ExactDedupConfig(BaseModel):
@@ -108,8 +111,8 @@ class CurationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    require: dict[str, Literal["true", "true_or_null"]] = Field(
-        default_factory=lambda: {"kept": "true", "valid": "true", "verified": "true_or_null"},
+    require: dict[str, Rule] = Field(
+        default_factory=lambda: dict(DEFAULT_REQUIRE),
         description="boolean columns that must be true (applied to the columns the table has)",
     )
     bounds: list[BoundSpec] = Field(default_factory=list)
