@@ -149,3 +149,26 @@ def test_card_states_the_statistics_and_keeps_other_configs() -> None:
     # A re-export of config "one" replaces its section instead of adding a second one.
     card3 = _card(first, ExportParams(repo="org/x", config_name="one"), card2, None)
     assert list(existing_sections(DatasetCard(card3).text)) == ["one", "two"]
+
+
+def test_traces_export_carries_the_reflection_system_prompt() -> None:
+    from tasks.prompts import render, version
+
+    def trace(i: int) -> dict[str, object]:
+        raw = f"<thinking>{i}+{i}={2 * i}</thinking><output>{2 * i}</output>"
+        return {"run_id": "r", "source_id": f"t{i}", "teacher": "hf:t", "question": f"What is {i} + {i}?",
+                "raw_text": raw, "output": str(2 * i), "valid": i != 1,
+                "verified": None if i == 2 else i != 3, "ifd_ppl": 0.5}  # fmt: skip
+
+    rows = [trace(i) for i in range(5)]
+    params = ExportParams(
+        repo="org/traces", table="traces", curation=CurationConfig(format="traces", **NO_DECONTAM)
+    )
+    table = pa.Table.from_pylist(rows)
+    prepared = prepare(params, table, lineage_of(table, table="traces"))
+    train = prepared.dataset["train"]
+    assert train.num_rows == 3  # t1 invalid, t3 failed verification; t2 had no gold answer: kept
+    first = train[0]["messages"]
+    assert first[0] == {"role": "system", "content": render("trace_system")}
+    assert first[2]["content"].startswith("<thinking>")
+    assert prepared.section.system_prompt_version == version("trace_system")
