@@ -1,0 +1,46 @@
+"""Which columns hold the prompt and the response, for the store's two kinds of rows.
+
+``selected`` rows are Alpaca pairs (``instruction``, ``input``, ``output``); ``traces`` rows have a
+``question`` and the teacher's whole trace in ``raw_text`` (``output`` there is only the final
+answer). Curation and formatting read the prompt and response through these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+PROMPT_CANDIDATES: tuple[tuple[str, ...], ...] = (("instruction", "input"), ("question",), ("prompt",))
+RESPONSE_CANDIDATES: tuple[str, ...] = ("raw_text", "output", "response")
+
+
+def prompt_fields(columns: Sequence[str], explicit: Sequence[str] | None = None) -> list[str]:
+    if explicit:
+        _check(columns, explicit, "prompt")
+        return list(explicit)
+    for group in PROMPT_CANDIDATES:
+        if group[0] in columns:
+            return [c for c in group if c in columns]
+    raise ValueError(
+        f"no prompt column: expected one of instruction, question or prompt (columns: {', '.join(columns)})"
+    )
+
+
+def response_field(columns: Sequence[str], explicit: str | None = None) -> str:
+    if explicit:
+        _check(columns, [explicit], "response")
+        return explicit
+    for name in RESPONSE_CANDIDATES:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"no response column: expected one of {', '.join(RESPONSE_CANDIDATES)} "
+        f"(columns: {', '.join(columns)})"
+    )
+
+
+def _check(columns: Sequence[str], wanted: Sequence[str], role: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{role} column {', '.join(missing)} not in the table (columns: {', '.join(columns)})"
+        )

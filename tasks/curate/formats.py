@@ -1,0 +1,95 @@
+"""Output formats of an export: Alpaca columns, chat ``messages``, or Reflection traces.
+
+- ``alpaca``: ``instruction``, ``input``, ``output``. A trace row becomes (question, "", raw trace).
+- ``messages``: one user turn (instruction, plus a blank line and the input when there is one,
+  as in DESIGN.md section 3) and one assistant turn.
+- ``traces``: the Reflection system prompt, the question, and the teacher's whole trace
+  (``<thinking>``/``<reflection>``/``<output>``) as the assistant turn: what a model is trained on
+  to answer in that format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pyarrow as pa
+
+from .base import require_columns, row_label
+
+Format = Literal["alpaca", "messages", "traces"]
+FORMATS: tuple[str, ...] = ("alpaca", "messages", "traces")
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+
+def user_message(instruction: str, input_text: str | None) -> str:
+    return f"{instruction}\n\n{input_text}" if input_text and input_text.strip() else instruction
+
+
+def to_format(
+    table: pa.Table,
+    fmt: Format,
+    *,
+    system_prompt: str | None = None,
+    extra_columns: Sequence[str] = (),
+) -> pa.Table:
+    """The rows in ``fmt``, plus ``extra_columns`` copied as they are (e.g. ``source_id``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    require_columns(table, extra_columns, "export columns")
+    instructions, inputs, responses = _pairs(table, fmt)
+    if fmt == "alpaca":
+        out = pa.table(
+            {
+                "instruction": pa.array(instructions, pa.string()),
+                "input": pa.array(inputs, pa.string()),
+                "output": pa.array(responses, pa.string()),
+            }
+        )
+    elif fmt == "messages":
+        convs = [
+            [{"role": "user", "content": user_message(x, i)}, {"role": "assistant", "content": y}]
+            for x, i, y in zip(instructions, inputs, responses, strict=True)
+        ]
+        out = pa.table({"messages": pa.array(convs, pa.list_(MESSAGE))})
+    else:
+        if not system_prompt:
+            raise ValueError("the traces format needs the Reflection system prompt")
+        convs = [
+            [
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": user_message(x, i)},
+                {"role": "assistant", "content": y},
+            ]
+            for x, i, y in zip(instructions, inputs, responses, strict=True)
+        ]
+        out = pa.table({"messages": pa.array(convs, pa.list_(MESSAGE))})
+    for name in extra_columns:
+        if name in out.column_names:
+            raise ValueError(f"extra column {name!r} clashes with a {fmt} column")
+        out = out.append_column(name, table.column(name))
+    return out
+
+
+def _pairs(table: pa.Table, fmt: str) -> tuple[list[str], list[str], list[str]]:
+    """(instruction, input, response) per row, from ``selected`` or ``traces`` columns."""
+    cols = table.column_names
+    if fmt == "traces" or ("question" in cols and "raw_text" in cols):
+        require_columns(table, ["raw_text"], f"the {fmt} format")
+        prompt_col = "question" if "question" in cols else "instruction"
+        require_columns(table, [prompt_col], f"the {fmt} format")
+        instr = table.column(prompt_col).to_pylist()
+        inputs = table.column("input").to_pylist() if "input" in cols else [""] * table.num_rows
+        resp = table.column("raw_text").to_pylist()
+        names = (prompt_col, "raw_text")
+    else:
+        require_columns(table, ["instruction", "output"], f"the {fmt} format")
+        instr = table.column("instruction").to_pylist()
+        inputs = table.column("input").to_pylist() if "input" in cols else [""] * table.num_rows
+        resp = table.column("output").to_pylist()
+        names = ("instruction", "output")
+    for i, (x, y) in enumerate(zip(instr, resp, strict=True)):
+        for name, value in zip(names, (x, y), strict=True):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{row_label(table, i)}: empty {name}; cannot export it as {fmt}")
+    return instr, ["" if v is None else str(v) for v in inputs], resp

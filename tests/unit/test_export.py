@@ -1,0 +1,174 @@
+"""Formats, export parameters, the card and the CLI's option merging (no Hub, no files)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from flows.export_cli import build_curation
+from storage.dataset_card import existing_sections
+from storage.hub_export import ExportParams, lineage_of, prepare, reproduce_command
+from tasks.curate import CurationConfig, to_format
+from tests.curate_fixtures import planted_rows
+
+NO_DECONTAM = {"decontam": {"enabled": False}}
+
+
+def test_alpaca_and_messages_formats() -> None:
+    t = pa.table(
+        {
+            "source_id": ["a", "b"],
+            "instruction": ["Translate.", "Say hi."],
+            "input": ["Bonjour", None],
+            "output": ["Hello", "Hi"],
+        }
+    )
+    alpaca = to_format(t, "alpaca")
+    assert alpaca.column_names == ["instruction", "input", "output"]
+    assert alpaca.to_pylist()[1] == {"instruction": "Say hi.", "input": "", "output": "Hi"}
+    msgs = to_format(t, "messages", extra_columns=["source_id"]).to_pylist()
+    assert msgs[0]["messages"] == [
+        {"role": "user", "content": "Translate.\n\nBonjour"},
+        {"role": "assistant", "content": "Hello"},
+    ]
+    assert msgs[0]["source_id"] == "a"
+
+
+def test_traces_format_uses_the_system_prompt_and_the_raw_trace() -> None:
+    t = pa.table(
+        {
+            "source_id": ["t1"],
+            "question": ["What is 2+2?"],
+            "raw_text": ["<thinking>2+2=4</thinking>\n<output>4</output>"],
+            "output": ["4"],
+        }
+    )
+    with pytest.raises(ValueError, match="system prompt"):
+        to_format(t, "traces")
+    rows = to_format(t, "traces", system_prompt="SYS").to_pylist()
+    assert rows[0]["messages"] == [
+        {"role": "system", "content": "SYS"},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "<thinking>2+2=4</thinking>\n<output>4</output>"},
+    ]
+    # Alpaca of a trace row: the question and the whole trace.
+    assert to_format(t, "alpaca").to_pylist()[0]["output"].startswith("<thinking>")
+
+
+def test_traces_format_needs_trace_rows() -> None:
+    t = pa.table({"instruction": ["x"], "output": ["y"]})
+    with pytest.raises(ValueError, match="raw_text"):
+        to_format(t, "traces", system_prompt="SYS")
+
+
+def test_an_empty_response_names_the_row() -> None:
+    t = pa.table({"source_id": ["ok", "bad"], "instruction": ["a", "b"], "output": ["y", " "]})
+    with pytest.raises(ValueError, match=r"row 1 \(source_id 'bad'\): empty output"):
+        to_format(t, "alpaca")
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValidationError, match="--repo"):
+        ExportParams()
+    with pytest.raises(ValidationError, match="ORG/NAME"):
+        ExportParams(repo="no-slash")
+    with pytest.raises(ValidationError, match="config name"):
+        ExportParams(repo="org/x", config_name="data")
+    assert ExportParams(repo="org/x").data_dir == "data"
+    assert ExportParams(repo="org/x", config_name="chat").data_dir == "chat"
+
+
+def test_reproduce_command_pins_the_version_and_quotes() -> None:
+    params = ExportParams(store="/tmp/my store", repo="org/x", config_name="c", split_test=0.05, private=True)
+    cmd = reproduce_command(params, 7)
+    assert "--version 7" in cmd and "'/tmp/my store'" in cmd and "--private" in cmd
+    assert "--split-test 0.05" in cmd and cmd.endswith("--curation-config curation.json")
+
+
+def test_cli_options_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "curation.json"
+    path.write_text(
+        json.dumps({"where": "ifd_ppl < 1", "near_dedup": {"threshold": 0.7, "shingle_words": 3}})
+    )
+    config = build_curation(path, near_dup_threshold=0.9, top="10%", top_by="rifd_ppl", format="messages")
+    assert config.where == "ifd_ppl < 1"
+    assert config.near_dedup.threshold == 0.9 and config.near_dedup.shingle_words == 3
+    assert (
+        config.top is not None and config.top.fraction == pytest.approx(0.1) and config.top.by == "rifd_ppl"
+    )
+    assert config.format == "messages"
+    config = build_curation(
+        None, require=["kept", "verified=true_or_null"], exact_dedup="off", no_decontam=True
+    )
+    assert config.require == {"kept": "true", "verified": "true_or_null"}
+    assert not config.exact_dedup.enabled and not config.decontam.enabled
+    with pytest.raises(ValidationError):
+        build_curation(None, near_dup_threshold=1.5)
+    with pytest.raises(ValidationError):
+        build_curation(None, format="sharegpt")
+
+
+def test_card_states_the_statistics_and_keeps_other_configs() -> None:
+    from huggingface_hub import DatasetCard
+
+    from storage.hub_export import _card
+
+    table = pa.Table.from_pylist(planted_rows())
+    lineage = lineage_of(table, store="/s", table="selected", version=3)
+    first = prepare(
+        ExportParams(repo="org/x", config_name="one", curation=CurationConfig(**NO_DECONTAM)), table, lineage
+    )
+    card1 = _card(first, ExportParams(repo="org/x", config_name="one"), None, None)
+    second = prepare(
+        ExportParams(
+            repo="org/x", config_name="two", curation=CurationConfig(format="messages", **NO_DECONTAM)
+        ),
+        table,
+        lineage,
+    )
+    card2 = _card(second, ExportParams(repo="org/x", config_name="two", license="cc-by-nc-4.0"), card1, None)
+    parsed = DatasetCard(card2)
+    assert parsed.data.license == "cc-by-nc-4.0"
+    assert parsed.data.task_categories == ["text-generation"]
+    assert parsed.data.size_categories == ["n<1K"]
+    sections = existing_sections(parsed.text)
+    assert list(sections) == ["one", "two"]
+    assert sections["one"] == existing_sections(DatasetCard(card1).text)["one"]  # kept verbatim
+    two = sections["two"]
+    assert "`messages` format" in two and "at Delta version 3" in two
+    assert "| require kept | kept is true | 31 | 1 | 30 |" in two
+    assert re.search(r"\| ifd_ppl \| exported \| \d+ \| 1 \|", two)  # the NaN row is counted as missing
+    assert "Histogram of `rifd_ppl`" in two
+    assert "Not checked against any benchmark" in two
+    assert "reflectory export --store ./factory --table selected --version 3" in two
+    # A re-export of config "one" replaces its section instead of adding a second one.
+    card3 = _card(first, ExportParams(repo="org/x", config_name="one"), card2, None)
+    assert list(existing_sections(DatasetCard(card3).text)) == ["one", "two"]
+
+
+def test_traces_export_carries_the_reflection_system_prompt() -> None:
+    from tasks.prompts import render, version
+
+    def trace(i: int) -> dict[str, object]:
+        raw = f"<thinking>{i}+{i}={2 * i}</thinking><output>{2 * i}</output>"
+        return {"run_id": "r", "source_id": f"t{i}", "teacher": "hf:t", "question": f"What is {i} + {i}?",
+                "raw_text": raw, "output": str(2 * i), "valid": i != 1,
+                "verified": None if i == 2 else i != 3, "ifd_ppl": 0.5}  # fmt: skip
+
+    rows = [trace(i) for i in range(5)]
+    params = ExportParams(
+        repo="org/traces", table="traces", curation=CurationConfig(format="traces", **NO_DECONTAM)
+    )
+    table = pa.Table.from_pylist(rows)
+    prepared = prepare(params, table, lineage_of(table, table="traces"))
+    train = prepared.dataset["train"]
+    assert train.num_rows == 3  # t1 invalid, t3 failed verification; t2 had no gold answer: kept
+    first = train[0]["messages"]
+    assert first[0] == {"role": "system", "content": render("trace_system")}
+    assert first[2]["content"].startswith("<thinking>")
+    assert prepared.section.system_prompt_version == version("trace_system")
