@@ -1,6 +1,6 @@
 """``reflectory export``: curate a store table and push it to the Hub (or write the Hub layout).
 
-The lead's ``flows/cli.py`` calls ``register(app)``. Options override a ``--curation-config``
+Options override a ``--curation-config``
 JSON file (the one a dataset card prints), which overrides the defaults of ``CurationConfig``.
 """
 
