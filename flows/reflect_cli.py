@@ -71,21 +71,13 @@ def reflect_command(
 
 
 def _read(source: str, mode: Mode) -> tuple[list[Any], list[Any]]:
-    from storage.sources import load_pairs, read_records
-    from tasks.ingest.records import Question, Reject, normalise_question
+    from storage.sources import load_pairs, load_questions
 
     if mode != Mode.trace:
         result = load_pairs(source)
         return result.pairs, result.rejects
-    questions: list[Question] = []
-    rejects: list[Reject] = []
-    for line, record, error, raw in read_records(source):
-        item = normalise_question(record, line) if record is not None else Reject(line, error or "", raw)
-        if isinstance(item, Question):
-            questions.append(item)
-        else:
-            rejects.append(item)
-    return questions, rejects
+    questions = load_questions(source)
+    return questions.questions, questions.rejects
 
 
 def _run(mode: Mode, batch: list[Any], engine: Any, sampling: Any) -> tuple[list[Any], Any]:

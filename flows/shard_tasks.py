@@ -23,8 +23,9 @@ from infra.pool import PoolConfig, get_pool
 from storage.store import Store
 from tasks.prompts import PROMPT_VERSIONS
 from tasks.recycle import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
-from tasks.scoring.score import score_pairs
-from tasks.teacher.stages import ReflectionRow, reflect_instructions, reflect_responses
+from tasks.scoring.score import score_pairs, score_responses
+from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
+from tasks.traces import SimpleQuestion, scorable, score_text, trace_table_rows
 
 Rows = list[dict[str, Any]]
 
@@ -36,7 +37,7 @@ class ShardJob:
     run_id: str
     store: str
     shard: int
-    pairs: tuple[tuple[str, str, str, str], ...]  # (id, instruction, input, output)
+    pairs: tuple[tuple[str, str, str, str], ...]  # (id, instruction, input, output); questions: input ""
     teacher: dict[str, Any]
     student: dict[str, Any]
     sampling: dict[str, Any]
@@ -44,6 +45,10 @@ class ShardJob:
 
     def seeds(self) -> list[SimplePair]:
         return [SimplePair(*p) for p in self.pairs]
+
+    def questions(self) -> list[SimpleQuestion]:
+        """The traces flow's items: (id, question, "", gold answer or "")."""
+        return [SimpleQuestion(id, question, answer or None) for id, question, _, answer in self.pairs]
 
     def key(self, stage: str) -> str:
         blob = json.dumps({"stage": stage, **asdict(self)}, sort_keys=True, default=str)
@@ -55,17 +60,24 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return job.key(context.task.name)
 
 
-def _stored_or_computed(job: ShardJob, table: str, stage: str, compute: Callable[[], Rows]) -> Rows:
+def _stored(job: ShardJob, table: str, stage: str) -> Rows | None:
+    """The shard's committed rows, or None when it has not committed (not run, or killed before)."""
     store = Store(job.store)
-    if store.shard_committed(table, job.run_id, stage, job.shard):
-        data = store.table(table)
-        key = f"reflectory/{job.run_id}/{stage}/{table}/{job.shard}"
-        return [
-            {k: v for k, v in row.items() if k != "shard_key"}
-            for row in data.filter(pc.field("shard_key") == key).to_pylist()
-        ]
+    if not store.shard_committed(table, job.run_id, stage, job.shard):
+        return None
+    key = f"reflectory/{job.run_id}/{stage}/{table}/{job.shard}"
+    return [
+        {k: v for k, v in row.items() if k != "shard_key"}
+        for row in store.table(table).filter(pc.field("shard_key") == key).to_pylist()
+    ]
+
+
+def _stored_or_computed(job: ShardJob, table: str, stage: str, compute: Callable[[], Rows]) -> Rows:
+    stored = _stored(job, table, stage)
+    if stored is not None:
+        return stored
     rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute()]
-    store.commit_shard(table, rows, run_id=job.run_id, stage=stage, shard=job.shard)
+    Store(job.store).commit_shard(table, rows, run_id=job.run_id, stage=stage, shard=job.shard)
     return rows
 
 
@@ -128,3 +140,32 @@ def select_task(job: ShardJob, scores: Rows) -> Rows:
         )
 
     return _stored_or_computed(job, "selected", "select", compute)
+
+
+@task(name="generate-traces", **TASK_OPTIONS)
+def generate_traces_task(job: ShardJob) -> Rows:
+    """Teacher traces, validated and verified; not committed on their own (Prefect caches them).
+
+    A shard whose ``traces`` rows already committed returns those and spends no teacher time.
+    """
+    stored = _stored(job, "traces", "trace")
+    if stored is not None:
+        return stored
+    teacher = get_pool(PoolConfig(**job.teacher))
+    rows, _ = generate_traces(job.questions(), teacher, Sampling(**job.sampling))
+    return [r.to_dict() for r in rows]
+
+
+@task(name="score-traces", **TASK_OPTIONS)
+def score_traces_task(job: ShardJob, traces: Rows) -> Rows:
+    """IFD of each keepable trace given its question, the keep decision, and the shard's commit."""
+
+    def compute() -> Rows:
+        student = get_pool(PoolConfig(**job.student))
+        todo = [t for t in traces if scorable(t)]
+        scores = score_responses([score_text(t) for t in todo], student)
+        return trace_table_rows(
+            traces, {t["source_id"]: s for t, s in zip(todo, scores, strict=True)}, student.spec
+        )
+
+    return _stored_or_computed(job, "traces", "trace", compute)

@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra.versions import package_versions
 from tasks.curate import CurationConfig, CurationResult, curate, score_summaries, to_format
 
 from .dataset_card import Lineage, SectionContext, build_card, curation_json
@@ -237,15 +238,7 @@ def reproduce_command(params: ExportParams, version: int | None) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("reflectory", "datasets", "huggingface_hub", "duckdb", "pyarrow", "datasketch"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
+    return package_versions(("reflectory", "datasets", "huggingface_hub", "duckdb", "pyarrow", "datasketch"))
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""Ingest a source into the store: new pairs into ``seeds``, bad rows into ``rejects``, nothing twice."""
+"""Ingest a source into the store: new pairs or questions into ``seeds``, bad rows into ``rejects``, once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .sources import IngestResult, load_pairs
+from tasks.ingest.records import Reject
+
+from .sources import IngestResult, QuestionsResult, load_pairs, load_questions
 from .store import Store
 
 
@@ -27,28 +29,49 @@ def ingest_to_store(
     Returns the loaded pairs too (in input order), so a flow can shard exactly what it ingested.
     """
     result = load_pairs(source, max_chars=max_chars)
+    seeds = [(p.id, p.instruction, p.input, p.output, p.source_line) for p in result.pairs]
+    return result, _record(store, source, run_id, seeds, result.rejects, result.n_duplicates)
+
+
+def ingest_questions_to_store(
+    store: Store, source: str, run_id: str, *, max_chars: int = 100_000
+) -> tuple[QuestionsResult, IngestCounts]:
+    """The traces flow's ingest: questions become seeds (the gold answer, if any, in ``output``)."""
+    result = load_questions(source, max_chars=max_chars)
+    seeds = [(q.id, q.question, "", q.answer or "", q.source_line) for q in result.questions]
+    return result, _record(store, source, run_id, seeds, result.rejects, result.n_duplicates)
+
+
+def _record(
+    store: Store,
+    source: str,
+    run_id: str,
+    seeds: list[tuple[str, str, str, str, int]],
+    rejects: list[Reject],
+    n_duplicates: int,
+) -> IngestCounts:
     now = datetime.now(UTC)
     known = set(store.table("seeds", columns=["source_id"]).column("source_id").to_pylist())
-    new = [p for p in result.pairs if p.id not in known]
+    new = [s for s in seeds if s[0] not in known]
     if new:
         store.append(
             "seeds",
             [
                 {
                     "run_id": run_id,
-                    "source_id": p.id,
-                    "instruction": p.instruction,
-                    "input": p.input,
-                    "output": p.output,
+                    "source_id": source_id,
+                    "instruction": instruction,
+                    "input": input,
+                    "output": output,
                     "source": source,
-                    "source_line": p.source_line,
+                    "source_line": line,
                     "ingested_at": now,
                 }
-                for p in new
+                for source_id, instruction, input, output, line in new
             ],
         )
     seen_rejects = _known_rejects(store, source)
-    fresh = [r for r in result.rejects if (r.line, r.reason) not in seen_rejects]
+    fresh = [r for r in rejects if (r.line, r.reason) not in seen_rejects]
     if fresh:
         store.append(
             "rejects",
@@ -64,15 +87,14 @@ def ingest_to_store(
                 for r in fresh
             ],
         )
-    counts = IngestCounts(
-        read=len(result.pairs) + len(result.rejects) + result.n_duplicates,
+    return IngestCounts(
+        read=len(seeds) + len(rejects) + n_duplicates,
         new_seeds=len(new),
-        known_seeds=len(result.pairs) - len(new),
-        duplicates_in_input=result.n_duplicates,
-        rejects=len(result.rejects),
+        known_seeds=len(seeds) - len(new),
+        duplicates_in_input=n_duplicates,
+        rejects=len(rejects),
         new_rejects=len(fresh),
     )
-    return result, counts
 
 
 def _known_rejects(store: Store, source: str) -> set[tuple[int, str]]:

@@ -137,6 +137,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("loss_cond", pa.float64()),
             ("loss_direct", pa.float64()),
             ("score_error", pa.string()),
+            ("kept", pa.bool_()),
+            ("reason", pa.string()),
         ]
     ),
 }

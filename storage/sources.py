@@ -9,14 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tasks.ingest.records import RAW_LIMIT, Pair, Reject, normalise
+from tasks.ingest.records import RAW_LIMIT, Pair, Question, Reject, normalise, normalise_question
 
 Row = tuple[int, Mapping[str, Any] | None, str | None, str]
+_T = TypeVar("_T", Pair, Question)
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 
 
@@ -29,23 +30,48 @@ class IngestResult:
     n_duplicates: int = 0
 
 
+@dataclass
+class QuestionsResult:
+    """Questions (with their gold answers when given) in input order, rejects, duplicates dropped."""
+
+    questions: list[Question] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    n_duplicates: int = 0
+
+
 def load_pairs(source: str, *, max_chars: int = 100_000) -> IngestResult:
-    result = IngestResult()
+    pairs, rejects, n_duplicates = _load(
+        source, lambda record, line: normalise(record, line, max_chars=max_chars)
+    )
+    return IngestResult(pairs, rejects, n_duplicates)
+
+
+def load_questions(source: str, *, max_chars: int = 100_000) -> QuestionsResult:
+    """Questions for the traces flow (``question``, ``problem``, ``instruction``, ``prompt``) and gold."""
+    questions, rejects, n_duplicates = _load(
+        source, lambda record, line: normalise_question(record, line, max_chars=max_chars)
+    )
+    return QuestionsResult(questions, rejects, n_duplicates)
+
+
+def _load(
+    source: str, make: Callable[[Mapping[str, Any], int], _T | Reject]
+) -> tuple[list[_T], list[Reject], int]:
+    """Every row becomes an item or a reject; an id seen before counts as a duplicate."""
+    items: list[_T] = []
+    rejects: list[Reject] = []
     seen: set[str] = set()
+    n_duplicates = 0
     for line, record, error, raw in read_records(source):
-        item = (
-            normalise(record, line, max_chars=max_chars)
-            if record is not None
-            else Reject(line, error or "", raw)
-        )
+        item = make(record, line) if record is not None else Reject(line, error or "", raw)
         if isinstance(item, Reject):
-            result.rejects.append(item)
+            rejects.append(item)
         elif item.id in seen:
-            result.n_duplicates += 1
+            n_duplicates += 1
         else:
             seen.add(item.id)
-            result.pairs.append(item)
-    return result
+            items.append(item)
+    return items, rejects, n_duplicates
 
 
 def read_records(source: str) -> Iterator[Row]:

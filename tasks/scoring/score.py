@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from infra.engines.base import Scorer, ScoreRequest, TargetLogprobs
 
-from .ifd import PairScore, mean_loss, reverse_prompt
+from .ifd import PairScore, Ratio, mean_loss, reverse_prompt
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,69 @@ def score_pairs(
     ``on_progress`` receives the number of pairs whose passes have all been computed so far.
     """
     per_pair = [pair_requests(p, student.chat_prefix) for p in pairs]
-    unique = list(dict.fromkeys(r for reqs in per_pair for r in reqs.all()))
+    results = _run_distinct([reqs.all() for reqs in per_pair], student, chunk_size, on_progress)
+    return [combine(reqs, results) for reqs in per_pair]
+
+
+@dataclass(frozen=True)
+class ResponseScore:
+    """IFD alone (no r-IFD): what the traces flow keeps for a trace given its question."""
+
+    loss_cond: float
+    loss_direct: float
+    n_response_tokens: int
+    truncated: bool
+    score_error: str | None
+
+    @property
+    def ifd(self) -> Ratio:
+        return Ratio(self.loss_cond, self.loss_direct)
+
+
+def score_responses(
+    pairs: Sequence[PairText],
+    student: Scorer,
+    *,
+    chunk_size: int = 512,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[ResponseScore]:
+    """IFD of each response given its instruction: the two response passes of ``score_pairs`` only.
+
+    For long outputs such as reflection traces, where the reversed pass would double the cost and
+    the flow has no use for r-IFD.
+    """
+    per_pair = [pair_requests(p, student.chat_prefix) for p in pairs]
+    passes = [(r.cond_response, r.direct_response) for r in per_pair]
+    results = _run_distinct(passes, student, chunk_size, on_progress)
+    out = []
+    for cond, direct in passes:
+        c, d = results[cond], results[direct]
+        errors = [f"{name}: {r.error}" for name, r in (("response", c), ("response_direct", d)) if r.error]
+        out.append(
+            ResponseScore(
+                loss_cond=mean_loss(c.logprobs),
+                loss_direct=mean_loss(d.logprobs),
+                n_response_tokens=len(c.logprobs),
+                truncated=c.truncated or d.truncated,
+                score_error="; ".join(errors) or None,
+            )
+        )
+    return out
+
+
+def _run_distinct(
+    request_sets: Sequence[Sequence[ScoreRequest]],
+    student: Scorer,
+    chunk_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> dict[ScoreRequest, TargetLogprobs]:
+    """Every distinct request once, shortest first, in chunks; progress counts completed sets."""
+    unique = list(dict.fromkeys(r for reqs in request_sets for r in reqs))
     unique.sort(key=lambda r: len(r.context) + len(r.target))
     results: dict[ScoreRequest, TargetLogprobs] = {}
-    # A pair is done once the last of its requests (in engine order) is computed.
+    # A set is done once the last of its requests (in engine order) is computed.
     position = {r: i for i, r in enumerate(unique)}
-    done_at = sorted(max(position[r] for r in reqs.all()) for reqs in per_pair)
+    done_at = sorted(max(position[r] for r in reqs) for reqs in request_sets if reqs)
     reported = 0
     for start in range(0, len(unique), chunk_size):
         chunk = unique[start : start + chunk_size]
@@ -102,4 +159,4 @@ def score_pairs(
             finished = bisect_right(done_at, start + len(chunk) - 1)
             on_progress(finished - reported)
             reported = finished
-    return [combine(reqs, results) for reqs in per_pair]
+    return results

@@ -9,7 +9,7 @@ import torch
 
 from infra.engines.base import ScoreRequest
 from infra.engines.hf_engine import HFEngine, HFOptions
-from tasks.scoring.score import PairText, score_pairs
+from tasks.scoring.score import PairText, score_pairs, score_responses
 from tasks.scoring.tokens import TRUNCATED_AWAY
 
 pytestmark = pytest.mark.slow
@@ -99,6 +99,16 @@ def test_distinct_direct_texts_are_computed_once(engine):
     score_pairs(PAIRS, engine)
     # 4 pairs x 4 passes = 16, minus the shared direct pass of the response "Paris.".
     assert engine.n_forward_sequences - before == 15
+
+
+def test_score_responses_is_the_ifd_half_of_score_pairs(engine):
+    before = engine.n_forward_sequences
+    ifd_only = score_responses(PAIRS, engine)
+    # 4 pairs x 2 passes, minus the shared direct pass of "Paris.": no reversed passes run.
+    assert engine.n_forward_sequences - before == 7
+    for one, full in zip(ifd_only, score_pairs(PAIRS, engine), strict=True):
+        assert one.loss_cond == full.loss_cond and one.loss_direct == full.loss_direct
+        assert one.ifd.ppl == full.ifd.ppl and one.n_response_tokens == full.n_response_tokens
 
 
 def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):

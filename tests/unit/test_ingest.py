@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.sources import load_pairs, read_records
+from storage.sources import load_pairs, load_questions, read_records
 from tasks.ingest.records import Pair, Reject, normalise
 
 GOOD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
@@ -117,3 +117,21 @@ def test_saved_hf_dataset(tmp_path: Path) -> None:
 )
 def test_normalise_never_raises(record: dict) -> None:
     assert isinstance(normalise(record, 1), (Pair, Reject))
+
+
+def test_questions_keep_order_drop_duplicates_and_name_bad_rows(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "What is 2 + 2?", "answer": "#### 4"},
+        {"problem": "Name a colour."},
+        {"question": "What is 2 + 2?", "answer": "#### 4"},
+        {"answer": "no question"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{oops\n")
+    got = load_questions(str(path))
+    assert [(q.question, q.answer, q.source_line) for q in got.questions] == [
+        ("What is 2 + 2?", "#### 4", 1),
+        ("Name a colour.", None, 2),
+    ]
+    assert got.n_duplicates == 1
+    assert [(r.line, r.reason) for r in got.rejects] == [(4, "missing_field:question"), (5, "invalid_json")]
