@@ -108,3 +108,20 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     run(cmd, tmp_path)
     after = st.sql("SELECT source_id, reason, kept, isnan(ifd_ppl) FROM traces ORDER BY source_id").fetchall()
     assert after == before
+
+    # The kept traces export in the Reflection format (the flow's last stage, run on its own here).
+    out_dir = tmp_path / "export"
+    run(
+        [sys.executable, "-m", "flows.cli", "export", "--store", str(store), "--table", "traces",
+         "--format", "traces", "--to-dir", str(out_dir)],
+        tmp_path,
+    )  # fmt: skip
+    import pyarrow.parquet as pq
+
+    exported = pq.read_table(sorted((out_dir / "data").glob("*.parquet"))).to_pylist()
+    kept = st.sql("SELECT question FROM traces WHERE kept").fetchall()
+    assert len(exported) == len(kept) >= 1
+    for row in exported:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "assistant"] and row["messages"][2]["content"] == TRACE
+    assert "traces" in (out_dir / "README.md").read_text()
