@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture, as_completed
 
 from flows.params import ModelParams, RunParams
+from flows.progress import stages_progress
 from flows.shard_tasks import ShardJob
 from infra.cluster import connect
 from infra.models.fingerprint import model_fingerprint
@@ -89,18 +90,25 @@ class FlowRun:
         ]
 
     def run_shards(
-        self, jobs: Sequence[ShardJob], submit: Callable[[ShardJob], list[PrefectFuture[Any]]]
+        self,
+        jobs: Sequence[ShardJob],
+        stages: Sequence[str],
+        submit: Callable[[ShardJob], list[PrefectFuture[Any]]],
     ) -> list[Any]:
-        """Submit every shard's chain of tasks on Ray replicas; return each chain's last result.
+        """Submit every shard's chain of tasks (one per stage) on Ray replicas; return each chain's
+        last result. A bar per stage counts finished shards.
 
         Replicas are released at the end unless they are persistent (kept for the next run).
         """
         with self.stage("ray"):
             connect(self.params.ray_address)
         try:
-            with self.stage("shards"):
+            with self.stage("shards"), stages_progress(stages, len(jobs)) as advance:
                 chains = [submit(job) for job in jobs]
-                wait([f for chain in chains for f in chain])
+                stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
+                for done in as_completed([f for chain in chains for f in chain]):
+                    if done.state.is_completed():
+                        advance(stage_of[id(done)])
                 # In stage order, so that a failure raises its own error, not a downstream "not run".
                 for chain in chains:
                     for future in chain:

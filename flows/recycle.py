@@ -24,6 +24,8 @@ from flows.shard_tasks import (
 )
 from storage.ingest import ingest_to_store
 
+STAGES = ("reflect instructions", "reflect responses", "score variants", "select")
+
 
 def _chain(job: ShardJob) -> list[PrefectFuture[Any]]:
     ins = reflect_instructions_task.submit(job)
@@ -46,7 +48,7 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     )
 
     jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
-    selected = [row for rows in run.run_shards(jobs, _chain) for row in rows]
+    selected = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
     summary = {
         "run_id": run.run_id,
         "pairs": len(pairs),

@@ -20,6 +20,8 @@ from flows.params import TracesParams
 from flows.shard_tasks import ShardJob, generate_traces_task, score_traces_task
 from storage.ingest import ingest_questions_to_store
 
+STAGES = ("generate traces", "score and keep")
+
 
 def _chain(job: ShardJob) -> list[PrefectFuture[Any]]:
     generated = generate_traces_task.submit(job)
@@ -44,7 +46,7 @@ def traces_flow(params: TracesParams) -> dict[str, Any]:
     )
 
     jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
-    traces = [row for rows in run.run_shards(jobs, _chain) for row in rows]
+    traces = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
     summary = {
         "run_id": run.run_id,
         "questions": len(questions),
