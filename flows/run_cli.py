@@ -98,6 +98,7 @@ run_app.command("traces")(
 
 def run_flow(name: str, params: Any) -> dict[str, Any]:
     """Run a flow, turning the usual user errors into one clear line instead of a traceback."""
+    from flows.preflight import preflight
     from flows.recycle import recycle_flow
     from flows.traces import traces_flow
     from infra.cluster import ClusterError
@@ -107,6 +108,7 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
 
     flows: dict[str, Callable[[Any], Any]] = {"recycle": recycle_flow, "traces": traces_flow}
     try:
+        preflight(params)
         return dict(flows[name](params))
     except (EngineError, ClusterError, StoreError, PoolError, FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")

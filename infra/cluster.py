@@ -39,18 +39,23 @@ def connect(
             address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1"
         )
     else:
-        head = _head_address(address)
-        if head is None:
-            raise ClusterError(
-                f"no running Ray cluster found for --ray-address {address} (start one: ray start --head)"
-            )
-        _check_reachable(head, address, timeout_s)
+        check_address(address, timeout_s=timeout_s)
         kwargs["address"] = address
     try:
         ray.init(**kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start or join Ray at {address or 'a local instance'}: {exc}") from exc
     return dict(ray.cluster_resources())
+
+
+def check_address(address: str, *, timeout_s: float = 10.0) -> None:
+    """Raise ClusterError unless the head of the cluster at ``address`` answers within ``timeout_s``."""
+    head = _head_address(address)
+    if head is None:
+        raise ClusterError(
+            f"no running Ray cluster found for --ray-address {address} (start one: ray start --head)"
+        )
+    _check_reachable(head, address, timeout_s)
 
 
 def _head_address(address: str) -> str | None:

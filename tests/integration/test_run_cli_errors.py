@@ -1,0 +1,36 @@
+"""``reflectory run``: a user's mistake is one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("flow", "args", "message"),
+    [
+        ("recycle", ["--teacher", "hf:/no/such/model"], "model path '/no/such/model' does not exist"),
+        ("traces", ["--student", "vllm:./missing-model"], "model path './missing-model' does not exist"),
+        ("recycle", ["--store", "/proc/no-store-here"], "cannot create the store at /proc/no-store-here"),
+        ("recycle", ["--ray-address", "ray://127.0.0.1:1"], "could not reach Ray at ray://127.0.0.1:1"),
+        ("traces", ["--input", "missing.jsonl"], "input 'missing.jsonl' does not exist"),
+        ("recycle", ["--teacher", "gpt-4o"], "bad engine spec 'gpt-4o'"),
+        ("recycle", ["--shard-size", "0"], "bad parameters"),
+    ],
+)
+def test_mistakes_are_one_line(tmp_path: Path, flow: str, args: list[str], message: str) -> None:
+    base = {"--input": str(ROOT / "data" / "demo_sample.jsonl"), "--store": str(tmp_path / "factory")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    cmd = [sys.executable, "-m", "flows.cli", "run", flow, *[x for kv in base.items() for x in kv]]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="200")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr.replace("\n", " ")
+    assert "Traceback" not in out.stdout + out.stderr
