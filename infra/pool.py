@@ -92,6 +92,9 @@ class EnginePool:
         }
         if config.persistent:
             options["lifetime"] = "detached"
+        # Replicas someone else started (a persistent pool of the same model) are borrowed: used,
+        # never killed by this pool's close().
+        self.borrowed = {name for name in self.names if _actor_exists(name)}
         self.actors = [
             remote.options(name=name, **options).remote(config.spec, config.options) for name in self.names
         ]
@@ -113,12 +116,13 @@ class EnginePool:
         return [r for out in self._map("target_logprobs", batches) for r in out]
 
     def close(self) -> None:
-        """Release non-persistent replicas; persistent ones stay for the next run."""
+        """Release the replicas this pool started (unless persistent: those stay for the next run)."""
         import ray
 
         if not self.config.persistent:
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
+            for name, actor in zip(self.names, self.actors, strict=True):
+                if name not in self.borrowed:
+                    ray.kill(actor, no_restart=True)
 
     # -- dispatch --------------------------------------------------------------------------------
     def _map(self, method: str, batches: Sequence[Sequence[Any]], *args: Any) -> list[Any]:
@@ -174,6 +178,16 @@ def close_pools() -> None:
     while _POOLS:
         _, pool = _POOLS.popitem()
         pool.close()
+
+
+def _actor_exists(name: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _split(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

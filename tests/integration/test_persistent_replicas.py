@@ -1,0 +1,92 @@
+"""Persistent replicas on a Ray head: a second run (another process) reuses the loaded models.
+
+This is what lets a scheduled run on a long-lived Ray head skip model loading: replicas are named,
+detached actors, found again by name (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DRIVER = """
+import json, sys, time
+from infra.cluster import connect
+from infra.pool import EnginePool, PoolConfig
+from infra.engines.base import Sampling, ChatRequest
+connect(sys.argv[1])
+t0 = time.perf_counter()
+persistent, options = sys.argv[3] == "1", json.loads(sys.argv[4])
+config = PoolConfig(spec=sys.argv[2], persistent=persistent, options=options, num_cpus=0.5)
+pool = EnginePool(config)
+ready_s = time.perf_counter() - t0
+[c] = pool.generate([ChatRequest.user("Hello")], Sampling(max_tokens=4, temperature=0))
+pool.close()
+print(json.dumps({"pids": pool.pids, "ready_s": ready_s, "text": c.text}))
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head of its own (``ray start --head --block``), stopped with its process group."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+        "--num-cpus=2", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield address
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", OMP_WAIT_POLICY="PASSIVE")
+
+
+def drive(address: str, spec: str, persistent: bool, options: str = "{}") -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, address, spec, "1" if persistent else "0", options],
+        env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_a_second_run_reuses_persistent_replicas(ray_head: str, tiny_model_path: Path) -> None:
+    spec = f"hf:{tiny_model_path}"
+    first = drive(ray_head, spec, persistent=True)
+    second = drive(ray_head, spec, persistent=True)
+    assert second["pids"] == first["pids"]  # the same replica process: no second model load
+    assert second["text"] == first["text"]
+    # A run without persistence borrows the loaded replicas and leaves them running.
+    borrowing = drive(ray_head, spec, persistent=False)
+    assert borrowing["pids"] == first["pids"]
+    assert drive(ray_head, spec, persistent=True)["pids"] == first["pids"]
+    # Replicas a non-persistent run starts (another model: other options) die with its pool.
+    other = '{"dtype": "float32"}'
+    assert drive(ray_head, spec, False, other)["pids"] != drive(ray_head, spec, False, other)["pids"]
