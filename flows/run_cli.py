@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -54,14 +53,19 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             str | None, typer.Option(help="'auto' or ray://host:10001; default: local Ray")
         ] = None,
         config: Annotated[
-            Path | None, typer.Option(help="JSON file with the flow's parameters (flags override it)")
+            Path | None, typer.Option(help="JSON or YAML file with the flow's parameters (flags override it)")
         ] = None,
     ) -> None:
         prefect_defaults()
         import flows.params
+        from flows.config_files import read_config
         from infra.engines.spec import parse_options
 
-        base: dict[str, Any] = json.loads(config.read_text()) if config else {}
+        try:
+            base: dict[str, Any] = read_config(config) if config else {}
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
         base.setdefault("teacher", {})
         base.setdefault("student", {})
         if input:
