@@ -19,6 +19,7 @@ from infra.cluster import connect
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import PoolConfig, close_pools
 from infra.versions import package_versions
+from storage.hub_export import run_export
 from storage.store import Store
 from tasks.runs import new_run_id
 
@@ -61,6 +62,11 @@ class FlowRun:
     def __post_init__(self) -> None:
         self.run_id = self.params.run_id or new_run_id(self.flow)
         self.store = Store(self.params.store)
+
+    @property
+    def run_literal(self) -> str:
+        """The run id as an SQL string literal."""
+        return "'" + self.run_id.replace("'", "''") + "'"
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -118,14 +124,32 @@ class FlowRun:
             if not self.params.persistent_replicas:
                 close_pools()
 
+    def export(self, table: str) -> dict[str, Any] | None:
+        """The optional last stage: this run's rows of ``table``, curated and exported."""
+        wanted = self.params.export
+        if wanted is None:
+            return None
+        this_run = f"run_id = {self.run_literal}"
+        where = f"{this_run} AND ({wanted.curation.where})" if wanted.curation.where else this_run
+        params = wanted.model_copy(
+            update={
+                "store": self.store.uri,
+                "table": table,
+                "version": None,
+                "curation": wanted.curation.model_copy(update={"where": where}),
+            }
+        )
+        with self.stage("export"):
+            result = run_export(params)
+        return {"destination": result.destination, "rows": result.split_rows, "commit": result.commit}
+
     def tokens(self, table: str, group_by: str) -> list[dict[str, Any]]:
         """Teacher tokens spent by this run, from the rows it stored."""
-        quoted = self.run_id.replace("'", "''")
         return (
             self.store.sql(
                 f"SELECT {group_by}, sum(prompt_tokens)::BIGINT AS prompt, "
                 "sum(completion_tokens)::BIGINT AS completion "
-                f"FROM {table} WHERE run_id = '{quoted}' GROUP BY {group_by} ORDER BY {group_by}"
+                f"FROM {table} WHERE run_id = {self.run_literal} GROUP BY {group_by} ORDER BY {group_by}"
             )
             .to_arrow_table()
             .to_pylist()

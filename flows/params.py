@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.hub_export import ExportParams
+
 DEFAULT_MODEL = "hf:smollm2"
 
 
@@ -50,6 +52,11 @@ class RunParams(BaseModel):
     limit: int | None = Field(None, ge=1, description="use only the first N pairs of the input")
     ray_address: str | None = Field(None, description="None: local Ray; 'auto' or 'ray://host:10001'")
     persistent_replicas: bool = Field(False, description="keep model replicas loaded on the Ray head")
+    export: ExportParams | None = Field(
+        None,
+        description="last stage: curate this run's rows and push them (or write a folder); "
+        "the store and table are the run's own",
+    )
 
 
 class RecycleParams(RunParams):

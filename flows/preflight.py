@@ -12,6 +12,7 @@ from flows.params import RunParams
 from infra.cluster import check_address
 from infra.engines.spec import parse_spec
 from infra.models import resolve_model
+from storage.hub_export import resolve_token
 from storage.sources import SUFFIXES
 from storage.store import Store
 
@@ -19,7 +20,7 @@ LOCAL_RAY = (None, "", "local")
 
 
 def preflight(params: RunParams) -> None:
-    """Raise FileNotFoundError, StoreError, EngineError or ClusterError, each naming what is wrong."""
+    """Raise FileNotFoundError, StoreError, EngineError, ClusterError or ExportError, naming what is wrong."""
     source = Path(params.input).expanduser()
     looks_local = source.suffix.lower() in SUFFIXES or params.input.startswith(("/", ".", "~"))
     if looks_local and not source.exists():
@@ -31,3 +32,5 @@ def preflight(params: RunParams) -> None:
             resolve_model(spec.model)  # a missing local folder is an error now, not after retries
     if params.ray_address not in LOCAL_RAY:
         check_address(str(params.ray_address))
+    if params.export is not None and params.export.to_dir is None:
+        resolve_token()  # a push needs a token: say so before hours of generation, not after

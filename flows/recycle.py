@@ -57,5 +57,6 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
         "reasons": dict(Counter(r["reason"] for r in selected)),
         "ingest": counts.__dict__,
     }
+    summary["export"] = run.export("selected")
     run.record(summary, run.tokens("reflections", "stage"))
     return summary

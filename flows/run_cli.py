@@ -108,13 +108,22 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
     from infra.cluster import ClusterError
     from infra.engines.base import EngineError
     from infra.pool import PoolError
+    from storage.hub_export import ExportError
     from storage.store import StoreError
 
     flows: dict[str, Callable[[Any], Any]] = {"recycle": recycle_flow, "traces": traces_flow}
     try:
         preflight(params)
         return dict(flows[name](params))
-    except (EngineError, ClusterError, StoreError, PoolError, FileNotFoundError, ValueError) as exc:
+    except (
+        EngineError,
+        ClusterError,
+        StoreError,
+        PoolError,
+        ExportError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
 

@@ -57,5 +57,6 @@ def traces_flow(params: TracesParams) -> dict[str, Any]:
         "reasons": dict(Counter(r["reason"] for r in traces)),
         "ingest": counts.__dict__,
     }
+    summary["export"] = run.export("traces")
     run.record(summary, run.tokens("traces", "teacher"))
     return summary

@@ -34,3 +34,17 @@ def test_mistakes_are_one_line(tmp_path: Path, flow: str, args: list[str], messa
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr.replace("\n", " ")
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_push_without_a_token_stops_before_the_run(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("export:\n  repo: me/recycled\n")
+    cmd = [
+        sys.executable, "-m", "flows.cli", "run", "recycle", "--config", str(config),
+        "--input", str(ROOT / "data" / "demo_sample.jsonl"), "--store", str(tmp_path / "factory"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"), COLUMNS="200")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "no Hugging Face token" in out.stderr.replace("\n", " ")
+    assert "Traceback" not in out.stdout + out.stderr

@@ -68,7 +68,9 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     inp = tmp_path / "questions.jsonl"
     inp.write_text("\n".join(json.dumps(q) for q in questions()) + "\n{not json\n")
     config = tmp_path / "traces.json"
-    config.write_text(json.dumps({"sampling": {"temperature": 0}}))
+    out_dir = tmp_path / "export"
+    export = {"to_dir": str(out_dir), "curation": {"format": "traces"}}
+    config.write_text(json.dumps({"sampling": {"temperature": 0}, "export": export}))
     store = tmp_path / "factory"
     cmd = [sys.executable, *traces_cmd(inp, store, config, taught_teacher, "t1")]
 
@@ -109,19 +111,14 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     after = st.sql("SELECT source_id, reason, kept, isnan(ifd_ppl) FROM traces ORDER BY source_id").fetchall()
     assert after == before
 
-    # The kept traces export in the Reflection format (the flow's last stage, run on its own here).
-    out_dir = tmp_path / "export"
-    run(
-        [sys.executable, "-m", "flows.cli", "export", "--store", str(store), "--table", "traces",
-         "--format", "traces", "--to-dir", str(out_dir)],
-        tmp_path,
-    )  # fmt: skip
+    # The flow's last stage exported this run's kept traces in the Reflection chat format.
     import pyarrow.parquet as pq
 
     exported = pq.read_table(sorted((out_dir / "data").glob("*.parquet"))).to_pylist()
-    kept = st.sql("SELECT question FROM traces WHERE kept").fetchall()
+    kept = st.sql("SELECT question FROM traces WHERE kept AND run_id = 't1'").fetchall()
     assert len(exported) == len(kept) >= 1
     for row in exported:
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["system", "user", "assistant"] and row["messages"][2]["content"] == TRACE
-    assert "traces" in (out_dir / "README.md").read_text()
+    assert "t1" in (out_dir / "README.md").read_text()  # the card names the run
+    assert json.loads(counts)["export"]["destination"] == str(out_dir)
