@@ -15,7 +15,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from flows import export_cli, store_cli
+    from flows import export_cli, serve_cli, store_cli
     from flows.reflect_cli import reflect_command
     from flows.run_cli import run_app
     from flows.score_cli import score_command
@@ -25,6 +25,7 @@ def _register() -> None:
     app.add_typer(run_app, name="run")
     store_cli.register(app)
     export_cli.register(app)
+    serve_cli.register(app)
 
 
 _register()
