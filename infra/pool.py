@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -99,9 +100,12 @@ class EnginePool:
             remote.options(name=name, **options).remote(config.spec, config.options) for name in self.names
         ]
         try:
-            self.pids = ray.get([a.ready.remote() for a in self.actors], timeout=ready_timeout_s)
+            self.pids: list[int] = ray.get([a.ready.remote() for a in self.actors], timeout=ready_timeout_s)
         except Exception as exc:
             raise PoolError(f"replicas of {config.spec} did not start: {_cause(exc)}") from exc
+        self.pids_at_start = list(self.pids)
+        self.ready_timeout_s = ready_timeout_s
+        self.retried = 0  # batches sent again after their replica died
 
     # -- the Engine interface --------------------------------------------------------------------
     def chat_prefix(self, user_message: str) -> str:
@@ -131,6 +135,7 @@ class EnginePool:
 
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
+        restarted: set[int] = set()
         load = [0] * len(self.actors)
         pending: dict[Any, tuple[int, int]] = {}
         results: list[Any] = [None] * len(batches)
@@ -152,10 +157,34 @@ class EnginePool:
                         f"batch {b} ({len(batches[b])} requests) of {method} failed {attempts[b]} times; "
                         f"last on replica {self.names[a]}: {_cause(exc)}"
                     ) from exc
+                self.retried += 1
+                restarted.add(a)
+                self._await_restart(a)
                 queue.appendleft(b)
             except RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
+        for a in restarted:  # Ray restarted these replicas: new processes
+            self.pids[a] = ray.get(self.actors[a].ready.remote())
         return results
+
+    def _await_restart(self, a: int) -> None:
+        """Wait until Ray has restarted replica ``a`` (its model loaded again).
+
+        A batch sent while the replica restarts fails at once ("actor is restarting"), which would
+        spend every retry in milliseconds. A replica that stays dead is left to the next try's error.
+        """
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actors[a].ready.remote(), timeout=max(deadline - time.monotonic(), 0.1))
+                return
+            except ActorUnavailableError:
+                time.sleep(0.5)
+            except Exception:  # dead for good, or not back in time: the retry reports it
+                return
 
 
 _POOLS: dict[str, EnginePool] = {}
