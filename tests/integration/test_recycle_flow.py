@@ -1,7 +1,7 @@
 """The recycle flow end to end: real Prefect (ephemeral API), a real local Ray, real Delta tables.
 
-A run killed with SIGKILL part-way and rerun with the same run id must end with the same selected
-pairs as a clean run, with no duplicate rows.
+A run killed with SIGKILL part-way and rerun with the same run id, and a run whose engine replica is
+killed, must end with the same selected pairs as a clean run, with no duplicate rows.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,47 +65,91 @@ def selected(store: Path, run_id: str) -> list[tuple]:
     )
 
 
-def test_recycle_fills_tables_and_a_killed_run_resumes_to_the_same_result(
-    tmp_path: Path, tiny_model_path: Path
-) -> None:
-    inp = write_input(tmp_path / "in.jsonl")
-    store = tmp_path / "factory"
+@dataclass(frozen=True)
+class CleanRun:
+    tmp: Path
+    inp: Path
+    store: Path
+    model: Path
+    selected: list[tuple]
 
-    clean = run(recycle_cmd(inp, store, tiny_model_path, "clean"), tmp_path)
-    assert "recycle run" in clean.stdout
-    st = Store(str(store))
+    def counts(self, run_id: str) -> dict[str, list[tuple]]:
+        st = Store(str(self.store))
+        return {
+            t: st.sql(f"SELECT count(*) FROM {t} WHERE run_id = '{run_id}'").fetchall()
+            for t in ("reflections", "scores", "selected")
+        }
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> CleanRun:
+    """One uninterrupted run: the tables every interrupted run must end up equal to."""
+    tmp = tmp_path_factory.mktemp("recycle")
+    inp = write_input(tmp / "in.jsonl")
+    store = tmp / "factory"
+    out = run(recycle_cmd(inp, store, tiny_model_path, "clean"), tmp)
+    assert "recycle run" in out.stdout
+    return CleanRun(tmp, inp, store, tiny_model_path, selected(store, "clean"))
+
+
+def start(c: CleanRun, run_id: str) -> subprocess.Popen[bytes]:
+    log = (c.tmp / f"{run_id}.log").open("wb")
+    return subprocess.Popen(
+        recycle_cmd(c.inp, c.store, c.model, run_id), env=env(c.tmp), cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_selected(c: CleanRun, proc: subprocess.Popen[bytes], run_id: str, n: int) -> None:
+    deadline = time.monotonic() + 400
+    while len(selected(c.store, run_id)) < n:
+        assert proc.poll() is None, (c.tmp / f"{run_id}.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_recycle_fills_tables(clean: CleanRun) -> None:
+    st = Store(str(clean.store))
     assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(6,)]
     assert st.sql("SELECT count(*) FROM reflections WHERE run_id = 'clean'").fetchall()[0][0] >= 12
     assert st.sql("SELECT count(DISTINCT source_id) FROM scores WHERE run_id = 'clean'").fetchall() == [(6,)]
-    baseline = selected(store, "clean")
-    assert len(baseline) == 6
+    assert len(clean.selected) == 6
     runs = st.sql(
         "SELECT status, counts_json, stage_seconds_json FROM runs WHERE run_id = 'clean'"
     ).fetchall()
     assert runs[0][0] == "completed" and json.loads(runs[0][1])["pairs"] == 6
 
+
+def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> None:
     # Kill the flow process (and everything it started) once some shards have committed.
-    log = (tmp_path / "crashy.log").open("wb")
-    proc = subprocess.Popen(
-        recycle_cmd(inp, store, tiny_model_path, "crashy"), env=env(tmp_path), cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 400
-    while len(selected(store, "crashy")) < 2:
-        assert proc.poll() is None, (tmp_path / "crashy.log").read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    proc = start(clean, "crashy")
+    wait_for_selected(clean, proc, "crashy", 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = len(selected(store, "crashy"))
+    partial = len(selected(clean.store, "crashy"))
     assert 2 <= partial < 6
 
-    run(recycle_cmd(inp, store, tiny_model_path, "crashy"), tmp_path)
-    resumed = selected(store, "crashy")
-    assert [r[0] for r in resumed] == [r[0] for r in baseline]  # same pairs, none twice
-    assert resumed == baseline  # same decisions: the teacher and student are deterministic here
-    for table in ("reflections", "scores", "selected"):
-        # Every shard's rows exactly once: the resumed run has as many rows as the clean one.
-        per_clean = st.sql(f"SELECT count(*) FROM {table} WHERE run_id = 'clean'").fetchall()
-        per_crashy = st.sql(f"SELECT count(*) FROM {table} WHERE run_id = 'crashy'").fetchall()
-        assert per_clean == per_crashy, table
+    run(recycle_cmd(clean.inp, clean.store, clean.model, "crashy"), clean.tmp)
+    resumed = selected(clean.store, "crashy")
+    assert [r[0] for r in resumed] == [r[0] for r in clean.selected]  # same pairs, none twice
+    assert resumed == clean.selected  # same decisions: the teacher and student are deterministic here
+    # Every shard's rows exactly once: the resumed run has as many rows as the clean one.
+    assert clean.counts("crashy") == clean.counts("clean")
+
+
+def test_a_killed_engine_replica_costs_no_rows(clean: CleanRun) -> None:
+    import psutil
+
+    proc = start(clean, "actor-killed")
+    wait_for_selected(clean, proc, "actor-killed", 1)
+    replicas = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "_EngineActor" in " ".join(p.cmdline())
+    ]
+    assert replicas, "no engine replica process found"
+    for p in replicas:
+        p.kill()
+    assert proc.wait(400) == 0, (clean.tmp / "actor-killed.log").read_text()[-3000:]
+    assert selected(clean.store, "actor-killed") == clean.selected
+    assert clean.counts("actor-killed") == clean.counts("clean")
