@@ -22,7 +22,9 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy tasks storage infra flows
 
 bench: $(STAMP)
-	$(VENV)/bin/python bench/score.py
+	$(VENV)/bin/python bench/score.py --pairs 40 --rounds 4
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/python bench/factory.py
+	$(VENV)/bin/python bench/store.py
 
 clean:
 	rm -rf $(VENV) factory out

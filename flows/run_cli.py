@@ -23,6 +23,9 @@ def prefect_defaults() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Before torch loads here or in a Ray replica (they inherit this environment): spinning idle
+    # OpenMP threads made CPU decoding several times slower on a busy machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:

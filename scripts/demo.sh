@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
+# Idle OpenMP threads that spin made CPU decoding several times slower on a busy 2-core machine.
+export OMP_WAIT_POLICY=PASSIVE
 .venv/bin/reflectory run recycle --input data/demo_sample.jsonl --store ./factory \
   --teacher hf:smollm2 --student hf:smollm2 --shard-size 4 --max-tokens 320
 .venv/bin/reflectory sql --store ./factory \

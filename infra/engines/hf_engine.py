@@ -39,6 +39,11 @@ class HFOptions(BaseModel):
     projection_chunk: int = Field(1024, ge=1, description="target positions per vocabulary projection")
     generation_batch: int = Field(16, ge=1)
     trust_remote_code: bool = False
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads of this process (replicas sharing a machine split the cores)",
+    )
 
 
 class HFEngine:
@@ -49,6 +54,8 @@ class HFEngine:
 
         self.options = opts = options or HFOptions()
         self.spec = spec or f"hf:{model_path}"
+        if opts.threads is not None:
+            torch.set_num_threads(opts.threads)
         self.device = _pick_device(opts.device)
         dtype = _pick_dtype(opts.dtype, self.device)
         self.tokenizer = TextTokenizer.load(model_path, opts.chat_template, opts.max_length)
