@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -123,6 +124,30 @@ class FlowRun:
         finally:
             if not self.params.persistent_replicas:
                 close_pools()
+
+    def finish(
+        self,
+        rows: Sequence[dict[str, Any]],
+        jobs: Sequence[ShardJob],
+        ingest: Any,
+        *,
+        table: str,
+        tokens_by: tuple[str, str],
+        **extra: int,
+    ) -> dict[str, Any]:
+        """The run's summary (counts, decisions, the optional export of ``table``), recorded in ``runs``
+        with the teacher's tokens from ``tokens_by`` = (table, group-by column)."""
+        summary: dict[str, Any] = {
+            "run_id": self.run_id,
+            **extra,
+            "shards": len(jobs),
+            "kept": sum(1 for r in rows if r["kept"]),
+            "reasons": dict(Counter(r["reason"] for r in rows)),
+            "ingest": ingest.__dict__,
+        }
+        summary["export"] = self.export(table)
+        self.record(summary, self.tokens(*tokens_by))
+        return summary
 
     def export(self, table: str) -> dict[str, Any] | None:
         """The optional last stage: this run's rows of ``table``, curated and exported."""

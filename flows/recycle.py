@@ -7,7 +7,6 @@ commit, and ends with the same tables as an uninterrupted run.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -49,14 +48,6 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
 
     jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
     selected = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
-    summary = {
-        "run_id": run.run_id,
-        "pairs": len(pairs),
-        "shards": len(jobs),
-        "kept": sum(1 for r in selected if r["kept"]),
-        "reasons": dict(Counter(r["reason"] for r in selected)),
-        "ingest": counts.__dict__,
-    }
-    summary["export"] = run.export("selected")
-    run.record(summary, run.tokens("reflections", "stage"))
-    return summary
+    return run.finish(
+        selected, jobs, counts, table="selected", tokens_by=("reflections", "stage"), pairs=len(pairs)
+    )

@@ -9,7 +9,6 @@ Like ``recycle``, a rerun with the same ``run_id`` recomputes only shards that d
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -47,16 +46,13 @@ def traces_flow(params: TracesParams) -> dict[str, Any]:
 
     jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
     traces = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
-    summary = {
-        "run_id": run.run_id,
-        "questions": len(questions),
-        "shards": len(jobs),
-        "kept": sum(1 for r in traces if r["kept"]),
-        "valid": sum(1 for r in traces if r["valid"]),
-        "verified": sum(1 for r in traces if r["verified"]),
-        "reasons": dict(Counter(r["reason"] for r in traces)),
-        "ingest": counts.__dict__,
-    }
-    summary["export"] = run.export("traces")
-    run.record(summary, run.tokens("traces", "teacher"))
-    return summary
+    return run.finish(
+        traces,
+        jobs,
+        counts,
+        table="traces",
+        tokens_by=("traces", "teacher"),
+        questions=len(questions),
+        valid=sum(1 for r in traces if r["valid"]),
+        verified=sum(1 for r in traces if r["verified"]),
+    )
