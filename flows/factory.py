@@ -114,6 +114,7 @@ class FlowRun:
                 chains = [submit(job) for job in jobs]
                 stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
                 for done in as_completed([f for chain in chains for f in chain]):
+                    done.wait()  # its final state; ``state`` alone may ask the API, which lags
                     if done.state.is_completed():
                         advance(stage_of[id(done)])
                 # In stage order, so that a failure raises its own error, not a downstream "not run".

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,8 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
 
     out = run(cmd, tmp_path)
     assert "traces run t1" in out.stdout
+    for stage in ("generate traces", "score and keep"):  # the progress bars end at every shard
+        assert re.search(stage + r" .* 2/2 shards", out.stderr), out.stderr[-2000:]
     st = Store(str(store))
     rows = {
         r["question"]: r
