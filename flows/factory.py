@@ -23,6 +23,7 @@ from infra.versions import package_versions
 from storage.hub_export import run_export
 from storage.store import Store
 from tasks.runs import new_run_id
+from tasks.scoring.ifd import SCORING_VERSION
 
 PACKAGES = (
     "reflectory",
@@ -196,6 +197,7 @@ class FlowRun:
                     "versions_json": json.dumps(
                         {
                             "packages": package_versions(PACKAGES),
+                            "scoring": SCORING_VERSION,
                             "teacher": model_fingerprint(self.params.teacher.spec),
                             "student": model_fingerprint(self.params.student.spec),
                         }

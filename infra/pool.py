@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.scoring.templates import PromptFormat
+
 from .cluster import NAMESPACE
 from .engines.base import ChatRequest, Completion, Sampling, ScoreRequest, TargetLogprobs
 
@@ -108,8 +110,9 @@ class EnginePool:
         self.retried = 0  # batches sent again after their replica died
 
     # -- the Engine interface --------------------------------------------------------------------
-    def chat_prefix(self, user_message: str) -> str:
-        return self.tokenizer.chat_prefix(user_message)
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return self.tokenizer.prompt_format
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
         batches = _split(requests, self.config.batch_size)

@@ -54,6 +54,7 @@ class Lineage:
     teachers: list[str] = field(default_factory=list)
     students: list[str] = field(default_factory=list)
     prompt_versions: list[str] = field(default_factory=list)
+    scoring_versions: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)  # run_id, flow, status, started_at
 
 

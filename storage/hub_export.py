@@ -98,6 +98,9 @@ class ExportResult:
     lineage: Lineage = field(default_factory=Lineage)
 
 
+UNVERSIONED_SCORES = "scoring/v1 (unversioned: a BOS on every text, older named templates)"
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def lineage_of(rows: pa.Table, **where: Any) -> Lineage:
     """Distinct run ids, models and prompt versions of the rows (the columns the table has)."""
@@ -112,8 +115,20 @@ def lineage_of(rows: pa.Table, **where: Any) -> Lineage:
         teachers=distinct("teacher"),
         students=distinct("student"),
         prompt_versions=distinct("prompt_version"),
+        scoring_versions=_scoring_versions(rows),
         **where,
     )
+
+
+def _scoring_versions(rows: pa.Table) -> list[str]:
+    """The rules that made the rows' scores; rows scored before scores were versioned say so."""
+    if "ifd_ppl" not in rows.column_names or rows.num_rows == 0:
+        return []
+    found = rows.column("scoring_version").to_pylist() if "scoring_version" in rows.column_names else []
+    versions = sorted({v for v in found if v})
+    if len(found) < rows.num_rows or any(not v for v in found):
+        versions.append(UNVERSIONED_SCORES)
+    return versions
 
 
 def read_from_store(store: Any, table: str, version: int | None = None) -> tuple[pa.Table, Lineage]:

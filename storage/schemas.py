@@ -31,6 +31,7 @@ _SCORES = [
     ("n_instruction_tokens", pa.int64()),
     ("truncated", pa.bool_()),
     ("score_error", pa.string()),
+    ("scoring_version", pa.string()),
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -109,6 +110,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             *_PAIR,
             ("ifd_ppl", pa.float64()),
             ("rifd_ppl", pa.float64()),
+            ("scoring_version", pa.string()),
             ("teacher", pa.string()),
             ("student", pa.string()),
             ("prompt_version", pa.string()),
@@ -137,6 +139,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("loss_cond", pa.float64()),
             ("loss_direct", pa.float64()),
             ("score_error", pa.string()),
+            ("scoring_version", pa.string()),
             ("kept", pa.bool_()),
             ("reason", pa.string()),
         ]

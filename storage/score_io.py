@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.scoring.ifd import NAN, SCORE_COLUMNS, PairScore
+from tasks.scoring.ifd import NAN, SCORE_COLUMNS, SCORING_VERSION, PairScore
 from tasks.scoring.score import PairText
 
 
@@ -37,7 +37,11 @@ def read_scoring_rows(source: str) -> list[ScoringRow]:
             continue
         parsed = normalise(record, line)
         if isinstance(parsed, Pair):
-            rows.append(ScoringRow(line, dict(record), PairText(parsed.user_message, parsed.output), None))
+            rows.append(
+                ScoringRow(
+                    line, dict(record), PairText(parsed.instruction, parsed.output, parsed.input), None
+                )
+            )
         else:
             rows.append(ScoringRow(line, dict(record), None, parsed.reason))
     return rows
@@ -57,7 +61,13 @@ def write_scored(
             cols.update(next(it).as_columns())
         else:
             cols.update({c: NAN for c in SCORE_COLUMNS})
-            cols.update(n_response_tokens=0, n_instruction_tokens=0, truncated=False, score_error=row.error)
+            cols.update(
+                n_response_tokens=0,
+                n_instruction_tokens=0,
+                truncated=False,
+                score_error=row.error,
+                scoring_version=SCORING_VERSION,
+            )
         cols["student"] = student
         out.append(cols)
     output.parent.mkdir(parents=True, exist_ok=True)

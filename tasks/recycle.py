@@ -39,8 +39,7 @@ class Candidate:
 
     @property
     def text(self) -> PairText:
-        message = f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
-        return PairText(message, self.output)
+        return PairText(self.instruction, self.output, self.input)
 
 
 def reflected_pairs(instruction_rows: Iterable[ReflectionRow]) -> list[SimplePair]:
@@ -115,6 +114,7 @@ def selection_rows(
                 "output": judged["output"],
                 "ifd_ppl": judged["ifd_ppl"],
                 "rifd_ppl": judged["rifd_ppl"],
+                "scoring_version": judged.get("scoring_version"),
                 "teacher": teacher,
                 "student": student,
                 "prompt_version": prompt_version,

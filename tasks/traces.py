@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .scoring.ifd import SCORING_VERSION
 from .scoring.score import PairText, ResponseScore
 from .teacher.stages import TraceRow
 
@@ -70,6 +71,7 @@ def trace_table_rows(
                 "loss_cond": score.loss_cond if score else math.nan,
                 "loss_direct": score.loss_direct if score else math.nan,
                 "score_error": (score.score_error if score else "not scored: " + reason),
+                "scoring_version": SCORING_VERSION if score else None,
                 "kept": kept,
                 "reason": reason,
             }

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from tasks.scoring.templates import PromptFormat
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,9 @@ class Scorer(Protocol):
 
     spec: str
 
-    def chat_prefix(self, user_message: str) -> str:
-        """The chat template rendered for one user message, with the generation prompt."""
+    @property
+    def prompt_format(self) -> PromptFormat:
+        """How a pair becomes the texts of its passes (the model's chat template or a named one)."""
         ...
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]: ...

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.scoring.batching import length_batches
+from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
@@ -86,8 +87,9 @@ class HFEngine:
         self.n_forward_sequences = 0  # how many texts went through the model (tests count reuse with it)
 
     # -- scoring ---------------------------------------------------------------------------------
-    def chat_prefix(self, user_message: str) -> str:
-        return self.tokenizer.chat_prefix(user_message)
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return self.tokenizer.prompt_format
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         return score_distinct(self.tokenizer, requests, self._score_plans)
@@ -168,13 +170,11 @@ class HFEngine:
         self, requests: Sequence[ChatRequest], sampling: Sampling, tok: Any
     ) -> list[Completion]:
         start = time.perf_counter()
-        texts = [self.tokenizer.render_chat([dict(m) for m in r.messages]) for r in requests]
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = old_side
+        prompts = [
+            self.tokenizer.prompt_ids(self.tokenizer.render_chat([dict(m) for m in r.messages]))
+            for r in requests
+        ]
+        enc = _left_padded(prompts, tok.pad_token_id if tok.pad_token_id is not None else 0)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         do_sample = sampling.temperature > 0
@@ -224,6 +224,18 @@ class HFEngine:
         del self.model, self.backbone, self.lm_head
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A left-padded batch (generation continues every row from its last real token)."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        if p:
+            ids[b, longest - len(p) :] = torch.tensor(list(p))
+            mask[b, longest - len(p) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _pick_device(name: str) -> torch.device:

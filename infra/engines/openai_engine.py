@@ -25,6 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
@@ -191,8 +192,9 @@ class OpenAIEngine:
                 )
             return self._tokenizer
 
-    def chat_prefix(self, user_message: str) -> str:
-        return self.tokenizer.chat_prefix(user_message)
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return self.tokenizer.prompt_format
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         return score_distinct(self.tokenizer, requests, self._score_plans)

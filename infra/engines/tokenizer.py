@@ -1,12 +1,18 @@
-"""A Hugging Face tokenizer seen through what scoring needs: offsets, BOS, chat prefix."""
+"""A Hugging Face tokenizer seen through what scoring needs: offsets, its own special tokens, prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tasks.scoring.templates import render_named
-from tasks.scoring.tokens import Encoding, TokenPlan, plan_target
+from tasks.scoring.templates import (
+    MODEL_TEMPLATE,
+    PromptFormat,
+    check_template_name,
+    prompt_format,
+    render_named,
+)
+from tasks.scoring.tokens import Encoding, SpecialTokens, TokenPlan, plan_target
 
 from .base import EngineError, ScoreRequest, TargetLogprobs
 
@@ -21,12 +27,18 @@ class TextTokenizer:
         if tokenizer.pad_token_id is None:
             # Padding is only ever masked or cut off, so EOS is a safe stand-in.
             tokenizer.pad_token = tokenizer.eos_token
-        self.chat_template = chat_template
+        try:
+            self.chat_template = check_template_name(chat_template)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
         self.max_length = max_length
-        if chat_template == "model" and not getattr(tokenizer, "chat_template", None):
+        if self.chat_template == MODEL_TEMPLATE and not getattr(tokenizer, "chat_template", None):
             raise EngineError(
-                "the model has no chat template: pass chat_template=vicuna|alpaca|llama-3 in its options"
+                "the model has no chat template: pass chat_template=vicuna|alpaca|wizardlm|llama-3 "
+                "in its options"
             )
+        self.specials = _probe_specials(tokenizer)
+        self.prompt_format: PromptFormat = prompt_format(self.chat_template, self.chat_prefix)
 
     @classmethod
     def load(cls, path: str, chat_template: str = "model", max_length: int = 2048) -> TextTokenizer:
@@ -38,18 +50,13 @@ class TextTokenizer:
             raise EngineError(f"cannot load a tokenizer from {path!r}: {exc}") from exc
         return cls(tok, chat_template=chat_template, max_length=max_length)
 
-    @property
-    def bos_id(self) -> int | None:
-        bos = self.tok.bos_token_id
-        return int(bos) if bos is not None else None
-
     def encode(self, text: str) -> Encoding:
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
         return enc["input_ids"], enc["offset_mapping"]
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The conversation as text, ending with the assistant's generation prompt."""
-        if self.chat_template != "model":
+        if self.chat_template != MODEL_TEMPLATE:
             # Named templates have one user slot: a system message goes in front of the user's.
             return render_named(self.chat_template, "\n\n".join(m["content"] for m in messages))
         return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
@@ -57,10 +64,27 @@ class TextTokenizer:
     def chat_prefix(self, user_message: str) -> str:
         return self.render_chat([{"role": "user", "content": user_message}])
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """A generation prompt's tokens: the text's own, after the prefix the tokenizer adds (a BOS)."""
+        ids, offsets = self.encode(text)
+        with_prefix, _ = SpecialTokens(self.specials.prefix).apply(ids, offsets)
+        return list(with_prefix)
+
     def plan(self, request: ScoreRequest) -> TokenPlan:
         return plan_target(
-            self.encode, request.context, request.target, bos_id=self.bos_id, max_length=self.max_length
+            self.encode, request.context, request.target, specials=self.specials, max_length=self.max_length
         )
+
+
+def _probe_specials(tokenizer: Any) -> SpecialTokens:
+    """What the tokenizer adds by default, read off one text encoded with and without its specials."""
+    probe = "Hello world"
+    try:
+        return SpecialTokens.from_probe(
+            tokenizer(probe)["input_ids"], tokenizer(probe, add_special_tokens=False)["input_ids"]
+        )
+    except ValueError as exc:
+        raise EngineError(f"cannot tell which special tokens this tokenizer adds: {exc}") from exc
 
 
 def result_from_plan(plan: TokenPlan, logprobs: tuple[float, ...]) -> TargetLogprobs:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
 from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
@@ -138,12 +139,12 @@ class VLLMEngine:
 
     def _chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
         # Rendered by the same TextTokenizer as scoring, so named templates work for generation too.
-        text = self.tokenizer.render_chat(messages)
-        return list(self.tokenizer.tok(text, add_special_tokens=False)["input_ids"])
+        return self.tokenizer.prompt_ids(self.tokenizer.render_chat(messages))
 
     # -- scoring ---------------------------------------------------------------------------------
-    def chat_prefix(self, user_message: str) -> str:
-        return self.tokenizer.chat_prefix(user_message)
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return self.tokenizer.prompt_format
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         """One ``LLM.generate`` call with ``prompt_logprobs=0`` over every distinct request."""

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.scoring.templates import user_message
+
 RAW_LIMIT = 2000
 
 
@@ -31,7 +33,7 @@ class Pair:
     @property
     def user_message(self) -> str:
         """The instruction, with the input after a blank line when there is one (DESIGN.md 3)."""
-        return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
+        return user_message(self.instruction, self.input)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,11 @@ from dataclasses import dataclass
 
 NAN = float("nan")
 
-REVERSE_PROMPT = (
-    "Below is the response to an instruction, please guess the corresponding instruction for the "
-    "given response.\n{response}\nGenerate the instruction for the above response."
-)
-
-
-def reverse_prompt(response: str) -> str:
-    """The user message of the reversed (r-IFD) pass: guess the instruction from the response."""
-    return REVERSE_PROMPT.format(response=response)
+# Which rule made a score, stored on every score so that scores of different rules are never mixed.
+# v1 (unversioned rows): a BOS before every text whenever the tokenizer declared one, and named
+# templates with a space or newline after the assistant tag. v2: exactly the special tokens the
+# tokenizer itself adds, and the reference scorer's prompt texts (``templates.REFERENCE_FORMATS``).
+SCORING_VERSION = "scoring/v2"
 
 
 def mean_loss(logprobs: Sequence[float]) -> float:
@@ -88,6 +84,7 @@ class PairScore:
             "n_instruction_tokens": self.n_instruction_tokens,
             "truncated": self.truncated,
             "score_error": self.score_error,
+            "scoring_version": SCORING_VERSION,
         }
 
 
@@ -104,4 +101,5 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "n_instruction_tokens",
     "truncated",
     "score_error",
+    "scoring_version",
 )

@@ -1,6 +1,6 @@
 """Score (instruction, response) pairs with a student: IFD and r-IFD, every distinct text once.
 
-Engine-agnostic: the student is anything with ``chat_prefix`` and ``target_logprobs``
+Engine-agnostic: the student is anything with a ``prompt_format`` and ``target_logprobs``
 (``infra.engines.base.Scorer``).
 """
 
@@ -12,15 +12,21 @@ from dataclasses import dataclass
 
 from infra.engines.base import Scorer, ScoreRequest, TargetLogprobs
 
-from .ifd import PairScore, Ratio, mean_loss, reverse_prompt
+from .ifd import PairScore, Ratio, mean_loss
+from .templates import PromptFormat, user_message
 
 
 @dataclass(frozen=True)
 class PairText:
-    """What scoring needs of a pair: the user message (instruction + input) and the response."""
+    """What scoring needs of a pair: the instruction, the response, and the row's input (if any)."""
 
     instruction: str
     response: str
+    input: str = ""
+
+    @property
+    def user_message(self) -> str:
+        return user_message(self.instruction, self.input)
 
 
 @dataclass(frozen=True)
@@ -36,14 +42,15 @@ class PairRequests:
         return (self.cond_response, self.direct_response, self.cond_instruction, self.direct_instruction)
 
 
-def pair_requests(pair: PairText, chat_prefix: Callable[[str], str]) -> PairRequests:
-    """IFD: response given the instruction's chat prefix, and alone. r-IFD: instruction given the
-    reversed prompt's chat prefix, and alone."""
+def pair_requests(pair: PairText, fmt: PromptFormat) -> PairRequests:
+    """IFD: the response after the instruction's prompt, and alone. r-IFD: the instruction (as the
+    format writes it) after the reversed prompt, and alone."""
+    instruction = fmt.instruction_target(pair.instruction, pair.input)
     return PairRequests(
-        cond_response=ScoreRequest(chat_prefix(pair.instruction), pair.response),
+        cond_response=ScoreRequest(fmt.prompt(pair.instruction, pair.input), pair.response),
         direct_response=ScoreRequest("", pair.response),
-        cond_instruction=ScoreRequest(chat_prefix(reverse_prompt(pair.response)), pair.instruction),
-        direct_instruction=ScoreRequest("", pair.instruction),
+        cond_instruction=ScoreRequest(fmt.reverse(pair.response), instruction),
+        direct_instruction=ScoreRequest("", instruction),
     )
 
 
@@ -84,7 +91,7 @@ def score_pairs(
 
     ``on_progress`` receives the number of pairs whose passes have all been computed so far.
     """
-    per_pair = [pair_requests(p, student.chat_prefix) for p in pairs]
+    per_pair = [pair_requests(p, student.prompt_format) for p in pairs]
     results = _run_distinct([reqs.all() for reqs in per_pair], student, chunk_size, on_progress)
     return [combine(reqs, results) for reqs in per_pair]
 
@@ -116,7 +123,7 @@ def score_responses(
     For long outputs such as reflection traces, where the reversed pass would double the cost and
     the flow has no use for r-IFD.
     """
-    per_pair = [pair_requests(p, student.chat_prefix) for p in pairs]
+    per_pair = [pair_requests(p, student.prompt_format) for p in pairs]
     passes = [(r.cond_response, r.direct_response) for r in per_pair]
     results = _run_distinct(passes, student, chunk_size, on_progress)
     out = []

@@ -1,31 +1,173 @@
-"""Named chat templates for models that ship none (base models such as Llama-2-7b-hf).
+"""Prompt formats: how a pair becomes the four texts that IFD and r-IFD score (DESIGN.md section 3).
 
-Each renders one user message followed by the assistant's generation prompt; the response is
-appended right after it. Pure string formatting, so the seam between prefix and response is exact.
+Two families:
+
+- **Reference formats** (``vicuna``, ``alpaca``, ``wizardlm``): the prompt texts of the reference
+  scorer (tianyi-lab/Reflection_Tuning ``selection_code/data_analysis.py``, and Cherry_LLM's
+  ``data_analysis.py``), character for character. No space or newline after ``ASSISTANT:`` /
+  ``### Response:``, their own with-input prompts, the reversed prompt rendered through the
+  no-input prompt, and the r-IFD target ``instruction + input`` joined with nothing between. With
+  these texts and the tokenizer's own special tokens, Reflectory's losses equal the reference's.
+- **Chat formats** (the model's own chat template, and ``llama-3``): the user message is the
+  instruction, or ``instruction + "\\n\\n" + input``; it is wrapped in the template with the
+  generation prompt, and the r-IFD target is that same user message.
+
+Pure string formatting, so the seam between prefix and target is exact.
 """
 
 from __future__ import annotations
 
-NAMED_TEMPLATES: dict[str, str] = {
-    "vicuna": (
-        "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-        "helpful, detailed, and polite answers to the user's questions. USER: {message} ASSISTANT: "
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+REVERSE_PROMPT = (
+    "Below is the response to an instruction, please guess the corresponding instruction for the "
+    "given response.\n{response}\nGenerate the instruction for the above response."
+)
+
+MODEL_TEMPLATE = "model"
+
+
+def reverse_prompt(response: str) -> str:
+    """The user message of the reversed (r-IFD) pass: guess the instruction from the response."""
+    return REVERSE_PROMPT.replace("{response}", response)
+
+
+def user_message(instruction: str, input: str = "") -> str:
+    """What a chat format puts in the user turn: the instruction, then the input after a blank line."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+class PromptFormat(Protocol):
+    """The texts of one pair's four passes: two prefixes and the r-IFD target."""
+
+    @property
+    def name(self) -> str: ...
+
+    def prompt(self, instruction: str, input: str) -> str:
+        """The IFD prefix: the instruction (and input) rendered up to where the response starts."""
+        ...
+
+    def reverse(self, response: str) -> str:
+        """The r-IFD prefix: the reversed prompt rendered up to where the instruction starts."""
+        ...
+
+    def instruction_target(self, instruction: str, input: str) -> str:
+        """The r-IFD target (and its direct text)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReferenceFormat:
+    """A prompt format of the reference scorer, rendered exactly as it renders it."""
+
+    name: str
+    no_input: str  # with {instruction}
+    with_input: str  # with {instruction} and {input}
+
+    def prompt(self, instruction: str, input: str) -> str:
+        # format_map, as the reference does: braces inside the values are left alone.
+        if input:
+            return self.with_input.format_map({"instruction": instruction, "input": input})
+        return self.no_input.format_map({"instruction": instruction})
+
+    def reverse(self, response: str) -> str:
+        # The reference formats the reversed instruction with the no-input prompt, whatever the row.
+        return self.no_input.format_map({"instruction": reverse_prompt(response)})
+
+    def instruction_target(self, instruction: str, input: str) -> str:
+        return instruction + input
+
+    def render(self, message: str) -> str:
+        """One user message as a prompt (teacher generation through a named template)."""
+        return self.no_input.format_map({"instruction": message})
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat template: ``render(message)`` gives the template up to the assistant's turn."""
+
+    name: str
+    render: Callable[[str], str]
+
+    def prompt(self, instruction: str, input: str) -> str:
+        return self.render(user_message(instruction, input))
+
+    def reverse(self, response: str) -> str:
+        return self.render(reverse_prompt(response))
+
+    def instruction_target(self, instruction: str, input: str) -> str:
+        return user_message(instruction, input)
+
+
+_VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions."
+)
+
+REFERENCE_FORMATS: dict[str, ReferenceFormat] = {
+    "vicuna": ReferenceFormat(
+        "vicuna",
+        no_input=_VICUNA_SYSTEM + " USER: {instruction} ASSISTANT:",
+        with_input=_VICUNA_SYSTEM + " USER: {instruction}\nInput:\n{input} ASSISTANT:",
     ),
-    "alpaca": (
-        "Below is an instruction that describes a task. Write a response that appropriately "
-        "completes the request.\n\n### Instruction:\n{message}\n\n### Response:\n"
+    "alpaca": ReferenceFormat(
+        "alpaca",
+        no_input=(
+            "Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+        ),
+        with_input=(
+            "Below is an instruction that describes a task, paired with an input that provides further "
+            "context. Write a response that appropriately completes the request.\n\n"
+            "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+        ),
     ),
-    "llama-3": (
-        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{message}<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "wizardlm": ReferenceFormat(
+        "wizardlm",
+        no_input="{instruction}\n\n### Response:",
+        with_input="{instruction}\n{input}\n\n### Response:",
     ),
 }
+# The reference script's own name for the WizardLM format (``--prompt wiz``).
+ALIASES = {"wiz": "wizardlm"}
+
+_LLAMA3 = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{message}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+CHAT_TEMPLATES: dict[str, str] = {"llama-3": _LLAMA3}
+
+NAMED_TEMPLATES = (*REFERENCE_FORMATS, *ALIASES, *CHAT_TEMPLATES)
+
+
+def check_template_name(name: str) -> str:
+    """The canonical name of a template option; ValueError naming the known ones."""
+    name = ALIASES.get(name, name)
+    if name == MODEL_TEMPLATE or name in REFERENCE_FORMATS or name in CHAT_TEMPLATES:
+        return name
+    known = ", ".join([MODEL_TEMPLATE, *REFERENCE_FORMATS, *CHAT_TEMPLATES])
+    raise ValueError(f"unknown chat template {name!r}; known: {known}")
 
 
 def render_named(template: str, message: str) -> str:
-    """Render a named template; raise ValueError naming the known ones."""
-    try:
-        return NAMED_TEMPLATES[template].format(message=message)
-    except KeyError:
-        known = ", ".join(sorted(NAMED_TEMPLATES))
-        raise ValueError(f"unknown chat template {template!r}; known: {known} (or 'model')") from None
+    """One user message in a named template, up to the assistant's turn."""
+    name = check_template_name(template)
+    if name in REFERENCE_FORMATS:
+        return REFERENCE_FORMATS[name].render(message)
+    if name in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[name].replace("{message}", message, 1)
+    raise ValueError("the model's own template is rendered by its tokenizer, not by name")
+
+
+def prompt_format(template: str, model_render: Callable[[str], str] | None = None) -> PromptFormat:
+    """The format for a ``chat_template`` option; ``model_render`` renders the model's own template."""
+    name = check_template_name(template)
+    if name in REFERENCE_FORMATS:
+        return REFERENCE_FORMATS[name]
+    if name in CHAT_TEMPLATES:
+        return ChatFormat(name, lambda message: render_named(name, message))
+    if model_render is None:
+        raise ValueError("the model's own chat template needs its tokenizer to render it")
+    return ChatFormat(MODEL_TEMPLATE, model_render)

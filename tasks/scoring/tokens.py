@@ -19,6 +19,42 @@ NO_CONTEXT_TOKEN = "no_token_before_target"
 
 
 @dataclass(frozen=True)
+class SpecialTokens:
+    """The special tokens a tokenizer adds around any text with its default settings.
+
+    Llama 2 and 3 add a BOS in front (``prefix``); SmolLM2 declares ``<|im_start|>`` as its BOS but
+    adds nothing; some tokenizers append an EOS (``suffix``). Scoring gives every text exactly
+    these, as the reference's ``tokenizer.encode`` does (DESIGN.md section 3).
+    """
+
+    prefix: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+
+    @classmethod
+    def from_probe(cls, with_specials: Sequence[int], without: Sequence[int]) -> SpecialTokens:
+        """Compare one text encoded with and without the tokenizer's special tokens."""
+        with_specials, without = list(with_specials), list(without)
+        n = len(without)
+        for k in range(len(with_specials) - n + 1):
+            if with_specials[k : k + n] == without:
+                return cls(tuple(with_specials[:k]), tuple(with_specials[k + n :]))
+        raise ValueError(
+            "the tokenizer changes a text's own tokens when it adds special tokens; "
+            f"{with_specials} does not contain {without}"
+        )
+
+    def apply(self, ids: Sequence[int], offsets: Sequence[tuple[int, int]]) -> Encoding:
+        """``ids`` with the specials added, never doubled where the text already holds them."""
+        ids, offsets = list(ids), list(offsets)
+        p, s = list(self.prefix), list(self.suffix)
+        if p and ids[: len(p)] != p:
+            ids, offsets = p + ids, [(0, 0)] * len(p) + offsets
+        if s and ids[len(ids) - len(s) :] != s:
+            ids, offsets = ids + s, offsets + [(0, 0)] * len(s)
+        return ids, offsets
+
+
+@dataclass(frozen=True)
 class TokenPlan:
     """The token ids to run and the positions whose next-token log-probs are the target's.
 
@@ -48,32 +84,29 @@ def plan_target(
     context: str,
     target: str,
     *,
-    bos_id: int | None,
+    specials: SpecialTokens,
     max_length: int,
 ) -> TokenPlan:
     """Tokenise ``context + target`` once and locate the target by character offsets.
 
-    Why once: tokenising the prefix alone is off by one at the seam when the target's first token
-    merges with the context's last character. A token belongs to the target when its character span
-    overlaps the target's span. A direct pass (empty context) is preceded by the BOS token when the
-    tokenizer has one, and a BOS is never doubled. Over-long texts lose tokens from the left (the
-    context first); the plan says so.
+    ``encode`` gives the text's own tokens (no special tokens); ``specials`` are then added as the
+    tokenizer itself adds them (a BOS where it adds one, never one that is only declared, never a
+    doubled one). Why once: tokenising the prefix alone is off by one at the seam when the
+    target's first token merges with the context's last character. A token belongs to the target
+    when its character span overlaps the target's span. The first token of a text has nothing
+    before it and is not scored: where no BOS is added, a direct text loses its first token, as in
+    the reference. Over-long texts lose tokens from the left (the context first); the plan says so.
     """
     if not target:
         return TokenPlan((), 0, 0, error=EMPTY_TARGET)
-    full = context + target
-    ids, offsets = encode(full)
-    ids = list(ids)
     seam = len(context)
+    ids, offsets = specials.apply(*encode(context + target))
     target_idx = [i for i, (start, end) in enumerate(offsets) if end > start and end > seam]
     if not target_idx:
         return TokenPlan(tuple(ids), len(ids), len(ids), error=EMPTY_TARGET)
     first = target_idx[0]
-    # Tokens after the first target token that have an empty span (rare specials) stay in: the
-    # target is everything from its first token to the end of the text.
-    if bos_id is not None and (not ids or ids[0] != bos_id):
-        ids.insert(0, bos_id)
-        first += 1
+    # Tokens after the first target token with an empty span (an appended EOS, rare specials) stay
+    # in: the target is everything from its first token to the end of the text.
     n_context = first
     truncated = False
     n_target_dropped = 0

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 PAIRS = [
     PairText("Give three tips for staying healthy.", "Eat well, sleep enough and move every day."),
-    PairText("What is the capital of France?\n\nAnswer in one word.", "Paris."),
+    PairText("What is the capital of France?", "Paris.", input="Answer in one word."),
     PairText(
         "Write a haiku about the sea.",
         "Waves fold into foam\nsalt wind carries gull voices\nthe tide keeps its time",
@@ -45,15 +45,17 @@ def reference_loss(tok, model, context: str, target: str) -> float:
     """Mean cross-entropy of the target's tokens, one sample at a time, with ``labels=``.
 
     Independent of the engine: context tokens are found by tokenising the context alone, which is
-    exact for these texts because every chat prefix ends in a newline or special token.
+    exact for these texts because every chat prefix ends in a newline or special token. The tiny
+    tokenizer declares a BOS but does not add one (like SmolLM2's), so a direct text is its own
+    tokens and its first token is not scored.
     """
+    assert tok("Hello")["input_ids"] == tok("Hello", add_special_tokens=False)["input_ids"]
     if context:
-        ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
-        full_ids = tok(context + target, add_special_tokens=False)["input_ids"]
+        ctx_ids = tok(context)["input_ids"]
+        full_ids = tok(context + target)["input_ids"]
         assert full_ids[: len(ctx_ids)] == ctx_ids, "the seam merged; pick another text"
     else:
-        ctx_ids = [tok.bos_token_id]
-        full_ids = ctx_ids + tok(target, add_special_tokens=False)["input_ids"]
+        ctx_ids, full_ids = [], tok(target)["input_ids"]
     ids = torch.tensor([full_ids])
     labels = ids.clone()
     labels[0, : len(ctx_ids)] = -100
@@ -66,17 +68,17 @@ def test_hf_scores_equal_per_sample_reference(engine, reference_model):
     scores = score_pairs(PAIRS, engine)
     for pair, s in zip(PAIRS, scores, strict=True):
         assert s.score_error is None
-        prefix = engine.chat_prefix(pair.instruction)
-        rev_prefix = engine.chat_prefix(
+        prefix = engine.tokenizer.chat_prefix(pair.user_message)
+        rev_prefix = engine.tokenizer.chat_prefix(
             "Below is the response to an instruction, please guess the corresponding instruction for the "
             f"given response.\n{pair.response}\nGenerate the instruction for the above response."
         )
         assert s.loss_cond == pytest.approx(reference_loss(tok, model, prefix, pair.response), abs=1e-5)
         assert s.loss_direct == pytest.approx(reference_loss(tok, model, "", pair.response), abs=1e-5)
         assert s.rloss_cond == pytest.approx(
-            reference_loss(tok, model, rev_prefix, pair.instruction), abs=1e-5
+            reference_loss(tok, model, rev_prefix, pair.user_message), abs=1e-5
         )
-        assert s.rloss_direct == pytest.approx(reference_loss(tok, model, "", pair.instruction), abs=1e-5)
+        assert s.rloss_direct == pytest.approx(reference_loss(tok, model, "", pair.user_message), abs=1e-5)
         assert s.ifd.ppl == pytest.approx(math.exp(s.loss_cond - s.loss_direct), rel=1e-9)
 
 
@@ -125,6 +127,9 @@ def test_seam_merge_is_scored_on_exactly_the_target_tokens(engine):
         context, target = text[:seam], text[seam:]
         plan = tok.plan(ScoreRequest(context, target))
         own = [ids[i] for i, (s, e) in enumerate(offsets) if e > s and e > seam]
+        if merged_idx == 0:  # the text's first token has nothing before it: not scored (no BOS here)
+            own = own[1:]
+            merged_idx = 1
         # Exactly the tokens that overlap the target: the merged one included, nothing before it.
         assert list(plan.target_ids) == own
         assert plan.target_ids[0] == ids[merged_idx]

@@ -49,9 +49,9 @@ def test_scores_through_vllm_serve_equal_hf(engine: OpenAIEngine, tiny_model_pat
     hf = HFEngine(str(tiny_model_path), HFOptions(dtype="float32"))
     try:
         reqs = [
-            ScoreRequest(hf.chat_prefix("Name a colour."), "Blue is a colour."),
+            ScoreRequest(hf.tokenizer.chat_prefix("Name a colour."), "Blue is a colour."),
             ScoreRequest("", "Blue is a colour."),
-            ScoreRequest(hf.chat_prefix("Count to three."), "One, two, three."),
+            ScoreRequest(hf.tokenizer.chat_prefix("Count to three."), "One, two, three."),
             ScoreRequest("", ""),
         ]
         ours, ref = engine.target_logprobs(reqs), hf.target_logprobs(reqs)

@@ -172,3 +172,19 @@ def test_traces_export_carries_the_reflection_system_prompt() -> None:
     assert first[0] == {"role": "system", "content": render("trace_system")}
     assert first[2]["content"].startswith("<thinking>")
     assert prepared.section.system_prompt_version == version("trace_system")
+
+
+def test_the_card_names_the_scoring_rule_and_flags_unversioned_scores() -> None:
+    from storage.hub_export import UNVERSIONED_SCORES, _card
+
+    rows = planted_rows()
+    assert lineage_of(pa.Table.from_pylist(rows)).scoring_versions == [UNVERSIONED_SCORES]
+    versioned = [{**r, "scoring_version": "scoring/v2"} for r in rows]
+    table = pa.Table.from_pylist(versioned)
+    lineage = lineage_of(table, table="selected")
+    assert lineage.scoring_versions == ["scoring/v2"]
+    mixed = pa.Table.from_pylist([*versioned[:3], {**rows[3], "scoring_version": None}])
+    assert lineage_of(mixed).scoring_versions == ["scoring/v2", UNVERSIONED_SCORES]
+    params = ExportParams(repo="org/x", curation=CurationConfig(**NO_DECONTAM))
+    card = _card(prepare(params, table, lineage), params, None, None)
+    assert "| scoring rules | `scoring/v2` |" in card

@@ -9,8 +9,11 @@ import pytest
 
 from infra.engines.base import ScoreRequest, TargetLogprobs
 from tasks.scoring.batching import length_batches
-from tasks.scoring.ifd import Ratio, mean_loss, reverse_prompt
+from tasks.scoring.ifd import Ratio, mean_loss
 from tasks.scoring.score import PairText, pair_requests, score_pairs
+from tasks.scoring.templates import ChatFormat, reverse_prompt
+
+BRACKETS = ChatFormat("brackets", lambda m: f"[{m}]")
 
 
 def test_ratio_forms():
@@ -35,11 +38,19 @@ def test_reverse_prompt_is_the_design_text():
 
 
 def test_pair_requests_layout():
-    reqs = pair_requests(PairText("do x", "done"), lambda m: f"<u>{m}</u><a>")
+    fmt = ChatFormat("t", lambda m: f"<u>{m}</u><a>")
+    reqs = pair_requests(PairText("do x", "done"), fmt)
     assert reqs.cond_response == ScoreRequest("<u>do x</u><a>", "done")
     assert reqs.direct_response == ScoreRequest("", "done")
     assert reqs.cond_instruction == ScoreRequest(f"<u>{reverse_prompt('done')}</u><a>", "do x")
     assert reqs.direct_instruction == ScoreRequest("", "do x")
+
+
+def test_chat_format_puts_the_input_after_a_blank_line_in_both_directions():
+    fmt = ChatFormat("t", lambda m: f"<u>{m}</u><a>")
+    reqs = pair_requests(PairText("do x", "done", input="with y"), fmt)
+    assert reqs.cond_response == ScoreRequest("<u>do x\n\nwith y</u><a>", "done")
+    assert reqs.cond_instruction.target == reqs.direct_instruction.target == "do x\n\nwith y"
 
 
 class CountingScorer:
@@ -50,8 +61,7 @@ class CountingScorer:
     def __init__(self) -> None:
         self.seen: list[ScoreRequest] = []
 
-    def chat_prefix(self, user_message: str) -> str:
-        return f"[{user_message}]"
+    prompt_format = BRACKETS
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         self.seen.extend(requests)
