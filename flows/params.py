@@ -1,40 +1,17 @@
-"""Typed flow parameters: the CLI, Python callers and the Prefect UI's form all use these models."""
+"""Typed flow parameters: the CLI, Python callers and the Prefect UI's form all use these models.
+
+A model role and sampling are one model each (``tasks.engine.ModelRole``, ``tasks.engine.Sampling``),
+shared with the engine pools; the field descriptions are what the Prefect UI shows a user.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.hub_export import ExportParams
+from tasks.engine import ModelRole, Sampling
 
-DEFAULT_MODEL = "hf:smollm2"
-
-
-class SamplingParams(BaseModel):
-    """Teacher sampling (maps onto ``infra.engines.base.Sampling``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = 0
-
-
-class ModelParams(BaseModel):
-    """One model role: engine spec, engine options, replicas and resources per replica."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    spec: str = Field(DEFAULT_MODEL, description="hf:PATH_OR_ID, vllm:PATH_OR_ID or openai:MODEL@BASE_URL")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="engine options (dtype, max_model_len, ...)"
-    )
-    replicas: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    batch_size: int = Field(64, ge=1, description="requests per batch sent to one replica")
+DEFAULT_MODEL = "vllm:smollm2"  # the hf engine runs it where vLLM is not installed
 
 
 class RunParams(BaseModel):
@@ -42,20 +19,44 @@ class RunParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str = Field(..., description="JSONL, JSON, Parquet, CSV, a folder, or a Hugging Face dataset")
-    store: str = Field("./factory", description="local path or s3://bucket/prefix")
-    run_id: str | None = Field(None, description="reuse to resume a run: only missing shards are computed")
-    teacher: ModelParams = Field(default_factory=ModelParams)
-    student: ModelParams = Field(default_factory=ModelParams)
-    sampling: SamplingParams = Field(default_factory=SamplingParams)
-    shard_size: int = Field(64, ge=1, description="pairs per shard (the unit of work, retry and commit)")
-    limit: int | None = Field(None, ge=1, description="use only the first N pairs of the input")
-    ray_address: str | None = Field(None, description="None: local Ray; 'auto' or 'ray://host:10001'")
-    persistent_replicas: bool = Field(False, description="keep model replicas loaded on the Ray head")
+    input: str = Field(
+        ...,
+        description="The data: a JSONL, JSON, Parquet or CSV file, a folder of them, or a Hugging Face "
+        "dataset id.",
+    )
+    store: str = Field("./factory", description="Where results go: a local folder or s3://bucket/prefix.")
+    run_id: str | None = Field(
+        None,
+        description="Name the run to resume it: a rerun with the same id computes only the missing shards.",
+    )
+    teacher: ModelRole = Field(
+        default_factory=lambda: ModelRole(spec=DEFAULT_MODEL),
+        description="The model that writes reflections.",
+    )
+    student: ModelRole = Field(
+        default_factory=lambda: ModelRole(spec=DEFAULT_MODEL),
+        description="The model that scores IFD and r-IFD.",
+    )
+    sampling: Sampling = Field(default_factory=Sampling, description="How the teacher samples its replies.")
+    constrained: bool = Field(
+        True,
+        description="Constrain the teacher's replies to their form (JSON for reflections, the Reflection "
+        "format for traces), each part bounded so a reply ends within max_tokens. Off: free text, parsed.",
+    )
+    shard_size: int = Field(64, ge=1, description="Pairs per shard: the unit of work, retry and commit.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows of the input.")
+    ray_address: str | None = Field(
+        None,
+        description="Empty for a local Ray started for this run; 'auto' or ray://host:10001 for a cluster.",
+    )
+    offline: bool = Field(
+        False,
+        description="Never contact the Hugging Face Hub: models must be local folders or already cached.",
+    )
     export: ExportParams | None = Field(
         None,
-        description="last stage: curate this run's rows and push them (or write a folder); "
-        "the store and table are the run's own",
+        description="Last stage: curate this run's rows and push them to the Hub (or write a folder); "
+        "the store and table are the run's own.",
     )
 
 

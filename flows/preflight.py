@@ -1,4 +1,4 @@
-"""Checks a run makes before Prefect starts, so that a user's mistake is one line, not a failed flow.
+"""Checks a run makes before Prefect and Ray start, so that a user's mistake is one line, not a failed flow.
 
 Inside a flow the same mistakes surface as a task failure with Prefect's traceback in the log
 (after retries): right for the Prefect UI, wrong for someone who mistyped a path on the command line.
@@ -6,30 +6,45 @@ Inside a flow the same mistakes surface as a task failure with Prefect's traceba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from flows.params import RunParams
+from flows.params import RunParams, TracesParams
 from infra.cluster import check_address
+from infra.engines import check_options, engine_to_run
 from infra.engines.spec import parse_spec
 from infra.models import resolve_model
 from storage.hub_export import resolve_token
 from storage.sources import SUFFIXES
 from storage.store import Store
+from tasks.teacher.forms import instruction_form, response_form, trace_form
 
 LOCAL_RAY = (None, "", "local")
 
 
-def preflight(params: RunParams) -> None:
-    """Raise FileNotFoundError, StoreError, EngineError, ClusterError or ExportError, naming what is wrong."""
+def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
+    """Raise FileNotFoundError, StoreError, EngineError, ClusterError or ExportError, naming what is wrong.
+
+    ``note`` receives one line per thing worth knowing that is not an error (an engine fallback).
+    """
     source = Path(params.input).expanduser()
     looks_local = source.suffix.lower() in SUFFIXES or params.input.startswith(("/", ".", "~"))
     if looks_local and not source.exists():
         raise FileNotFoundError(f"input {params.input!r} does not exist")
-    Store(params.store)  # creates a local store, or says why it cannot
-    for model in (params.teacher, params.student):
-        spec = parse_spec(model.spec)
+    Store(params.store, create=True)  # creates a local store, or says why it cannot
+    for name, role in (("teacher", params.teacher), ("student", params.student)):
+        check_options(role.spec, role.options)  # a typo in an option is an error now, not in a replica
+        if message := engine_to_run(role.spec, role.options)[1]:
+            note(f"{name}: {message}")
+        spec = parse_spec(role.spec)
         if spec.kind in ("hf", "vllm"):
-            resolve_model(spec.model)  # a missing local folder is an error now, not after retries
+            # A missing local folder is an error now; a Hub id is downloaded here, once, with a
+            # progress bar (or found in the cache), before any replica starts.
+            resolve_model(spec.model, offline=params.offline or None)
+    if params.constrained:  # a budget too small for the reply forms is an error now, not in a replica
+        forms = (trace_form,) if isinstance(params, TracesParams) else (instruction_form, response_form)
+        for form in forms:
+            form(params.sampling.max_tokens).field_tokens()
     if params.ray_address not in LOCAL_RAY:
         check_address(str(params.ray_address))
     if params.export is not None and params.export.to_dir is None:

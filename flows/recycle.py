@@ -12,26 +12,27 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
-from flows.factory import FlowRun
+from flows.factory import FactoryServices, FlowRun
 from flows.params import RecycleParams
-from flows.shard_tasks import (
+from storage.ingest import ingest_to_store
+from tasks.shards import (
     ShardJob,
+    ShardSummary,
     reflect_instructions_task,
     reflect_responses_task,
     score_task,
     select_task,
 )
-from storage.ingest import ingest_to_store
 
 STAGES = ("reflect instructions", "reflect responses", "score variants", "select")
 
 
-def _chain(job: ShardJob) -> list[PrefectFuture[Any]]:
-    ins = reflect_instructions_task.submit(job)
-    # Prefect resolves futures passed as arguments (typed as the plain result here).
-    resp = reflect_responses_task.submit(job, ins)  # type: ignore[call-overload]
-    scored = score_task.submit(job, ins, resp)  # type: ignore[call-overload]
-    return [ins, resp, scored, select_task.submit(job, scored)]
+def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[ShardSummary]]:
+    """One shard's tasks; each reads its inputs from the store, so only the order travels here."""
+    ins = reflect_instructions_task.submit(job, services)
+    resp = reflect_responses_task.submit(job, services, wait_for=[ins], return_state=False)
+    scored = score_task.submit(job, services, wait_for=[ins, resp], return_state=False)
+    return [ins, resp, scored, select_task.submit(job, services, wait_for=[scored], return_state=False)]
 
 
 @flow(name="recycle", persist_result=True, log_prints=True)
@@ -47,7 +48,5 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     )
 
     jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
-    selected = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
-    return run.finish(
-        selected, jobs, counts, table="selected", tokens_by=("reflections", "stage"), pairs=len(pairs)
-    )
+    summaries = run.run_shards(jobs, STAGES, _chain)
+    return run.finish(summaries, counts, final="select", pairs=len(pairs))

@@ -14,18 +14,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
-from flows.factory import FlowRun
+from flows.factory import FactoryServices, FlowRun
 from flows.params import TracesParams
-from flows.shard_tasks import ShardJob, generate_traces_task, score_traces_task
 from storage.ingest import ingest_questions_to_store
+from tasks.shards import ShardJob, ShardSummary, generate_traces_task, score_traces_task
 
 STAGES = ("generate traces", "score and keep")
 
 
-def _chain(job: ShardJob) -> list[PrefectFuture[Any]]:
-    generated = generate_traces_task.submit(job)
-    # Prefect resolves futures passed as arguments (typed as the plain result here).
-    return [generated, score_traces_task.submit(job, generated)]  # type: ignore[call-overload]
+def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[ShardSummary]]:
+    generated = generate_traces_task.submit(job, services)
+    return [generated, score_traces_task.submit(job, services, wait_for=[generated], return_state=False)]
 
 
 @flow(name="traces", persist_result=True, log_prints=True)
@@ -45,14 +44,5 @@ def traces_flow(params: TracesParams) -> dict[str, Any]:
     )
 
     jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
-    traces = [row for rows in run.run_shards(jobs, STAGES, _chain) for row in rows]
-    return run.finish(
-        traces,
-        jobs,
-        counts,
-        table="traces",
-        tokens_by=("traces", "teacher"),
-        questions=len(questions),
-        valid=sum(1 for r in traces if r["valid"]),
-        verified=sum(1 for r in traces if r["verified"]),
-    )
+    summaries = run.run_shards(jobs, STAGES, _chain)
+    return run.finish(summaries, counts, final="trace", questions=len(questions))

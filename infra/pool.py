@@ -1,113 +1,290 @@
 """Ray actor pools of engine replicas: one pool per distinct model, N replicas each.
 
-A pool is itself an Engine (``generate``, ``chat_prefix``, ``target_logprobs``), so stage logic
-does not know whether it talks to one local engine or to replicas on a cluster. Batches go to the
-least-loaded replica with a bound on batches in flight (backpressure); a replica that dies is
-restarted by Ray and its batch retried, a bounded number of times, with an error that names the
-replica and the batch. Replicas are named actors, so a teacher and a student on the same model
-share them, and with ``persistent=True`` (detached actors) a later run on the same Ray head reuses
-the loaded models instead of loading them again.
+A pool is itself an Engine (``generate``, ``prompt_format``, ``target_logprobs``), so stage logic
+does not know whether it talks to one local engine or to replicas on a cluster.
+
+- **Keeping engines busy.** A replica is a threaded actor: batches from concurrent shard tasks
+  reach it together, and it hands its engine everything waiting (same method and sampling) in one
+  call, up to a bound per replica: vLLM's ``max_num_seqs`` on a GPU (vLLM wants hundreds of
+  sequences in flight), 16 on a CPU (smaller calls measured faster there; DESIGN.md section 5).
+- **Backpressure.** Batches go to the least-loaded replica, with a bound on batches in flight per
+  replica shared by every caller of the pool.
+- **Failures.** A replica that dies is restarted by Ray and its batch retried, a bounded number of
+  times, with an error that names the replica and the batch.
+- **Placement.** A replica that needs more than one GPU (tensor x pipeline parallel) reserves them
+  through a placement group, and vLLM runs its workers in it; a replica that cannot be placed is a
+  clear error after a timeout, not a hang.
+- **Reuse.** Replicas are named actors, so a teacher and a student on the same model share them, and
+  persistent replicas (detached actors) let a later run on the same Ray head reuse loaded models.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from tasks.engine import ChatRequest, Completion, ModelRole, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 
 from .cluster import NAMESPACE
-from .engines.base import ChatRequest, Completion, Sampling, ScoreRequest, TargetLogprobs
+from .placement import Placement, plan_placement
 
-
-class PoolConfig(BaseModel):
-    """One model served by replicas: the engine spec, its options, and resources per replica."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    spec: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    replicas: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (tensor_parallel_size for vllm)")
-    batch_size: int = Field(64, ge=1, description="requests per batch sent to one replica")
-    max_in_flight: int = Field(2, ge=1, description="batches queued per replica")
-    max_batch_retries: int = Field(2, ge=0)
-    persistent: bool = Field(False, description="detached actors that outlive the run (reuse loaded models)")
-
-    def key(self) -> str:
-        """Identity of the model a replica holds: same spec and options -> same replicas."""
-        blob = json.dumps({"spec": self.spec, "options": self.options}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+# Calls to the actor that are not engine work (``ready``, ``stats``) must never wait behind batches.
+SPARE_ACTOR_THREADS = 4
 
 
 class PoolError(RuntimeError):
-    """A batch failed on every try; names the replica and the batch."""
+    """A batch failed on every try, or replicas could not start or be placed; says which and why."""
+
+
+@dataclass
+class MergeStats:
+    """What one replica's engine saw: calls, requests, and how many requests it held at once."""
+
+    calls: int = 0
+    requests: int = 0
+    batches: int = 0
+    peak_in_flight: int = 0
+    in_flight_seconds: float = 0.0  # integral of requests held over time
+    busy_seconds: float = 0.0  # time with at least one request held
+
+    @property
+    def mean_in_flight(self) -> float:
+        return self.in_flight_seconds / self.busy_seconds if self.busy_seconds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "calls": self.calls,
+            "requests": self.requests,
+            "batches": self.batches,
+            "peak_in_flight": self.peak_in_flight,
+            "mean_in_flight": self.mean_in_flight,
+            "mean_requests_per_call": self.requests / self.calls if self.calls else 0.0,
+        }
+
+
+@dataclass
+class _Pending:
+    key: tuple[str, Any]
+    items: Sequence[Any]
+    done: Future[list[Any]] = field(default_factory=Future)
+
+
+class BatchMerger:
+    """Runs concurrent calls of one engine as few engine calls as possible, one at a time.
+
+    Callers block on ``submit``; one worker thread takes every waiting batch with the same key
+    (method and sampling), up to ``bound`` requests (always at least one batch), runs them as one
+    engine call and hands each caller its slice. Engines are not thread-safe, and one call over
+    merged batches is how vLLM's continuous batching gets enough sequences.
+    """
+
+    def __init__(self, run: Callable[[str, Any, list[Any]], list[Any]], bound: int) -> None:
+        self.run = run
+        self.bound = max(1, bound)
+        self.stats = MergeStats()
+        self._queue: deque[_Pending] = deque()
+        self._cond = threading.Condition()
+        self._held = 0
+        self._since = time.monotonic()
+        threading.Thread(target=self._work, name="engine-merger", daemon=True).start()
+
+    @property
+    def held(self) -> int:
+        """Requests handed to this replica and not answered yet."""
+        return self._held
+
+    def submit(self, method: str, arg: Any, items: Sequence[Any]) -> list[Any]:
+        pending = _Pending((method, arg), items)
+        with self._cond:
+            self._account(+len(items))
+            self.stats.batches += 1
+            self._queue.append(pending)
+            self._cond.notify()
+        try:
+            return pending.done.result()
+        finally:
+            with self._cond:
+                self._account(-len(items))
+
+    def _account(self, delta: int) -> None:
+        now = time.monotonic()
+        if self._held:
+            self.stats.in_flight_seconds += self._held * (now - self._since)
+            self.stats.busy_seconds += now - self._since
+        self._since = now
+        self._held += delta
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._held)
+
+    def _take(self) -> list[_Pending]:
+        first = self._queue.popleft()
+        taken, size = [first], len(first.items)
+        for other in list(self._queue):
+            if other.key == first.key and size + len(other.items) <= self.bound:
+                self._queue.remove(other)
+                taken.append(other)
+                size += len(other.items)
+        return taken
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                taken = self._take()
+            method, arg = taken[0].key
+            merged = [item for p in taken for item in p.items]
+            try:
+                out = self.run(method, arg, merged)
+                if len(out) != len(merged):
+                    raise RuntimeError(f"engine returned {len(out)} results for {len(merged)} requests")
+            except BaseException as exc:  # every caller of the merged call gets the error
+                for p in taken:
+                    p.done.set_exception(exc)
+                continue
+            self.stats.calls += 1
+            self.stats.requests += len(merged)
+            start = 0
+            for p in taken:
+                p.done.set_result(out[start : start + len(p.items)])
+                start += len(p.items)
 
 
 class _EngineActor:
-    """Holds one engine replica inside a Ray worker process."""
+    """Holds one engine replica inside a Ray worker process; concurrent calls are merged."""
 
-    def __init__(self, spec: str, options: dict[str, Any]) -> None:
+    def __init__(self, spec: str, options: dict[str, Any], merge_bound: int | None) -> None:
         from infra.engines import load_engine
 
         self.engine = load_engine(spec, options)
+        bound = merge_bound or int(getattr(self.engine, "max_requests_per_call", 64))
+        self.merger = BatchMerger(self._run, bound)
 
-    def ready(self) -> int:
-        return os.getpid()
+    def _run(self, method: str, sampling: Any, items: list[Any]) -> list[Any]:
+        if method == "generate":
+            return self.engine.generate(items, sampling)
+        return self.engine.target_logprobs(items)
+
+    def ready(self) -> dict[str, Any]:
+        import ray
+
+        group = ray.get_runtime_context().get_placement_group_id()
+        return {
+            "pid": os.getpid(),
+            "merge_bound": self.merger.bound,
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+            "placement_group": group,
+        }
+
+    def stats(self) -> dict[str, float]:
+        return {**self.merger.stats.as_dict(), "in_flight": self.merger.held}
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
-        return self.engine.generate(requests, sampling)
+        return self.merger.submit("generate", sampling, requests)
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
-        return self.engine.target_logprobs(requests)
+        return self.merger.submit("target_logprobs", None, requests)
 
 
 class EnginePool:
-    """Replicas of one engine as named Ray actors, used like a single engine."""
+    """Replicas of one engine as named Ray actors, used like a single engine (and thread-safe)."""
 
-    def __init__(self, config: PoolConfig, *, ready_timeout_s: float = 900.0) -> None:
+    def __init__(
+        self, role: ModelRole, *, ready_timeout_s: float = 900.0, placement_timeout_s: float = 120.0
+    ) -> None:
         import ray
 
         from infra.engines import load_tokenizer
 
-        self.config = config
-        self.spec = config.spec
-        self.tokenizer = load_tokenizer(config.spec, config.options)
-        remote: Any = ray.remote(_EngineActor)
-        self.names = [f"engine-{config.key()}-{i}" for i in range(config.replicas)]
-        options: dict[str, Any] = {
-            "namespace": NAMESPACE,
-            "get_if_exists": True,
-            "num_cpus": config.num_cpus,
-            "num_gpus": config.num_gpus,
-            "max_restarts": config.max_batch_retries + 1,
-            "max_task_retries": 0,
-            "max_concurrency": 1,
-        }
-        if config.persistent:
-            options["lifetime"] = "detached"
+        self.role = role
+        self.spec = role.spec
+        self.tokenizer = load_tokenizer(role.spec, role.options)
+        self.names = [f"engine-{role.key()}-{i}" for i in range(role.replicas)]
         # Replicas someone else started (a persistent pool of the same model) are borrowed: used,
         # never killed by this pool's close().
         self.borrowed = {name for name in self.names if _actor_exists(name)}
-        self.actors = [
-            remote.options(name=name, **options).remote(config.spec, config.options) for name in self.names
-        ]
-        try:
-            self.pids: list[int] = ray.get([a.ready.remote() for a in self.actors], timeout=ready_timeout_s)
-        except Exception as exc:
-            raise PoolError(f"replicas of {config.spec} did not start: {_cause(exc)}") from exc
-        self.pids_at_start = list(self.pids)
+        self.placement: Placement = plan_placement(role)
+        self.placement_groups: list[Any] = []
         self.ready_timeout_s = ready_timeout_s
+        remote: Any = ray.remote(_EngineActor)
+        self.actors = []
+        for i, name in enumerate(self.names):
+            options = self._actor_options(i, name, placement_timeout_s)
+            self.actors.append(remote.options(**options).remote(role.spec, role.options, role.merge_bound))
+        try:
+            ready = ray.get([a.ready.remote() for a in self.actors], timeout=ready_timeout_s)
+        except Exception as exc:
+            self.close()
+            raise PoolError(f"replicas of {role.spec} did not start: {_cause(exc)}") from exc
+        self.replicas_ready: list[dict[str, Any]] = list(ready)
+        self.pids: list[int] = [r["pid"] for r in ready]
+        self.merge_bounds = [int(r["merge_bound"]) for r in ready]
+        self.pids_at_start = list(self.pids)
+        self.max_in_flight = role.max_in_flight or max(
+            2, math.ceil(max(self.merge_bounds) / role.batch_size) + 1
+        )
         self.retried = 0  # batches sent again after their replica died
+        self._load = [0] * len(self.actors)
+        self._slots = threading.Condition()
+
+    def _actor_options(self, index: int, name: str, placement_timeout_s: float) -> dict[str, Any]:
+        role, placement = self.role, self.placement
+        options: dict[str, Any] = {
+            "name": name,
+            "namespace": NAMESPACE,
+            "get_if_exists": True,
+            "num_cpus": role.num_cpus,
+            "num_gpus": placement.actor_gpus,
+            "max_restarts": role.max_batch_retries + 1,
+            "max_task_retries": 0,
+            "max_concurrency": (role.max_in_flight or 64) + SPARE_ACTOR_THREADS,
+        }
+        if role.persistent:
+            options["lifetime"] = "detached"
+        if placement.bundles and name not in self.borrowed:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            group = self._reserve(index, placement_timeout_s)
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=group,
+                placement_group_bundle_index=0,
+                placement_group_capture_child_tasks=True,
+            )
+        return options
+
+    def _reserve(self, index: int, timeout_s: float) -> Any:
+        """A placement group for replica ``index``, or a PoolError saying what is missing."""
+        import ray
+        from ray.util import placement_group, remove_placement_group
+
+        need = self.placement.gpus
+        total = ray.cluster_resources().get("GPU", 0.0)
+        if need * self.role.replicas > total:
+            raise PoolError(
+                f"{self.role.spec}: {self.role.replicas} replicas x {need:g} GPUs ({self.placement.why}) "
+                f"need {need * self.role.replicas:g} GPUs; the Ray cluster has {total:g}"
+            )
+        lifetime = "detached" if self.role.persistent else None
+        group = placement_group(self.placement.bundles, strategy=self.placement.strategy, lifetime=lifetime)
+        try:
+            ray.get(group.ready(), timeout=timeout_s)
+        except Exception as exc:
+            remove_placement_group(group)
+            free = ray.available_resources().get("GPU", 0.0)
+            raise PoolError(
+                f"replica {index} of {self.role.spec} could not be placed within {timeout_s:.0f} s: it needs "
+                f"{need:g} GPUs ({self.placement.why}, {self.placement.strategy}); {free:g} of the cluster's "
+                f"{total:g} GPUs are free. Free GPUs, lower replicas, or add nodes."
+            ) from exc
+        self.placement_groups.append(group)
+        return group
 
     # -- the Engine interface --------------------------------------------------------------------
     @property
@@ -115,23 +292,50 @@ class EnginePool:
         return self.tokenizer.prompt_format
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
-        batches = _split(requests, self.config.batch_size)
+        batches = _split(requests, self.role.batch_size)
         return [c for out in self._map("generate", batches, sampling) for c in out]
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
-        batches = _split(requests, self.config.batch_size)
+        batches = _split(requests, self.role.batch_size)
         return [r for out in self._map("target_logprobs", batches) for r in out]
+
+    def stats(self) -> list[dict[str, float]]:
+        """Per replica: engine calls, requests, peak and mean requests in flight."""
+        import ray
+
+        return list(ray.get([a.stats.remote() for a in self.actors]))
 
     def close(self) -> None:
         """Release the replicas this pool started (unless persistent: those stay for the next run)."""
         import ray
+        from ray.util import remove_placement_group
 
-        if not self.config.persistent:
-            for name, actor in zip(self.names, self.actors, strict=True):
-                if name not in self.borrowed:
-                    ray.kill(actor, no_restart=True)
+        if self.role.persistent:
+            return
+        for name, actor in zip(self.names, self.actors, strict=False):
+            if name not in self.borrowed:
+                ray.kill(actor, no_restart=True)
+        for group in self.placement_groups:
+            remove_placement_group(group)
+        self.placement_groups = []
 
     # -- dispatch --------------------------------------------------------------------------------
+    def _acquire(self, wait: bool) -> int | None:
+        """A slot on the least-loaded replica; None when all are full and ``wait`` is False."""
+        with self._slots:
+            while min(self._load) >= self.max_in_flight:
+                if not wait:
+                    return None
+                self._slots.wait()
+            a = self._load.index(min(self._load))
+            self._load[a] += 1
+            return a
+
+    def _release(self, a: int) -> None:
+        with self._slots:
+            self._load[a] -= 1
+            self._slots.notify_all()
+
     def _map(self, method: str, batches: Sequence[Sequence[Any]], *args: Any) -> list[Any]:
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
@@ -139,35 +343,39 @@ class EnginePool:
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
         restarted: set[int] = set()
-        load = [0] * len(self.actors)
         pending: dict[Any, tuple[int, int]] = {}
         results: list[Any] = [None] * len(batches)
-        while queue or pending:
-            while queue and min(load) < self.config.max_in_flight:
-                a = load.index(min(load))
-                b = queue.popleft()
-                pending[getattr(self.actors[a], method).remote(batches[b], *args)] = (b, a)
-                load[a] += 1
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            b, a = pending.pop(done)
-            load[a] -= 1
-            try:
-                results[b] = ray.get(done)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-                attempts[b] += 1
-                if attempts[b] > self.config.max_batch_retries:
-                    raise PoolError(
-                        f"batch {b} ({len(batches[b])} requests) of {method} failed {attempts[b]} times; "
-                        f"last on replica {self.names[a]}: {_cause(exc)}"
-                    ) from exc
-                self.retried += 1
-                restarted.add(a)
-                self._await_restart(a)
-                queue.appendleft(b)
-            except RayTaskError as exc:
-                raise exc.as_instanceof_cause() from None
+        try:
+            while queue or pending:
+                while queue:
+                    a = self._acquire(wait=not pending)
+                    if a is None:
+                        break
+                    b = queue.popleft()
+                    pending[getattr(self.actors[a], method).remote(batches[b], *args)] = (b, a)
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                b, a = pending.pop(done)
+                self._release(a)
+                try:
+                    results[b] = ray.get(done)
+                except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+                    attempts[b] += 1
+                    if attempts[b] > self.role.max_batch_retries:
+                        raise PoolError(
+                            f"batch {b} ({len(batches[b])} requests) of {method} failed {attempts[b]} times; "
+                            f"last on replica {self.names[a]}: {_cause(exc)}"
+                        ) from exc
+                    self.retried += 1
+                    restarted.add(a)
+                    self._await_restart(a)
+                    queue.appendleft(b)
+                except RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None
+        finally:
+            for _, a in pending.values():  # abandoned on an error: give the slots back
+                self._release(a)
         for a in restarted:  # Ray restarted these replicas: new processes
-            self.pids[a] = ray.get(self.actors[a].ready.remote())
+            self.pids[a] = ray.get(self.actors[a].ready.remote())["pid"]
         return results
 
     def _await_restart(self, a: int) -> None:
@@ -194,15 +402,15 @@ _POOLS: dict[str, EnginePool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(config: PoolConfig) -> EnginePool:
+def get_pool(role: ModelRole) -> EnginePool:
     """One pool per model key in this process: a teacher and a student on one model share it.
 
     Thread-safe: concurrent shard tasks asking for the same model get the same replicas.
     """
-    key = f"{config.key()}:{config.replicas}"
+    key = f"{role.key()}:{role.replicas}"
     with _POOLS_LOCK:
         if key not in _POOLS:
-            _POOLS[key] = EnginePool(config)
+            _POOLS[key] = EnginePool(role)
         return _POOLS[key]
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from infra.versions import package_versions
 from tasks.curate import CurationConfig, CurationResult, curate, score_summaries, to_format
+from tasks.versions import package_versions
 
 from .dataset_card import Lineage, SectionContext, build_card, curation_json
 

@@ -34,6 +34,25 @@ _SCORES = [
     ("scoring_version", pa.string()),
 ]
 
+# A teacher's reflection trace, validated and verified: what the traces flow commits before scoring.
+_TRACE = [
+    ("run_id", pa.string()),
+    ("source_id", pa.string()),
+    ("shard", pa.int64()),
+    ("teacher", pa.string()),
+    ("prompt_version", pa.string()),
+    ("question", pa.string()),
+    ("gold", pa.string()),
+    ("raw_text", pa.string()),
+    ("thinking", pa.string()),
+    ("output", pa.string()),
+    ("n_reflections", pa.int64()),
+    ("valid", pa.bool_()),
+    ("invalid_reason", pa.string()),
+    ("verified", pa.bool_()),
+    *_ACCOUNTING,
+]
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": pa.schema(
         [
@@ -116,23 +135,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("prompt_version", pa.string()),
         ]
     ),
+    "trace_replies": pa.schema(_TRACE),
     "traces": pa.schema(
         [
-            ("run_id", pa.string()),
-            ("source_id", pa.string()),
-            ("shard", pa.int64()),
-            ("teacher", pa.string()),
-            ("prompt_version", pa.string()),
-            ("question", pa.string()),
-            ("gold", pa.string()),
-            ("raw_text", pa.string()),
-            ("thinking", pa.string()),
-            ("output", pa.string()),
-            ("n_reflections", pa.int64()),
-            ("valid", pa.bool_()),
-            ("invalid_reason", pa.string()),
-            ("verified", pa.bool_()),
-            *_ACCOUNTING,
+            *_TRACE,
             ("student", pa.string()),
             ("ifd_ppl", pa.float64()),
             ("ifd_loss", pa.float64()),
@@ -145,6 +151,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+# Tables written one shard at a time: each row names its shard (``run/stage/table/shard``), last.
+SHARD_TABLES = ("reflections", "scores", "selected", "trace_replies", "traces")
+for _name in SHARD_TABLES:
+    SCHEMAS[_name] = SCHEMAS[_name].append(pa.field("shard_key", pa.string()))
 
 TABLES = tuple(SCHEMAS)
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
 from .schemas import TABLES, schema_of
 
-if TYPE_CHECKING:
-    from .store import Store
+
+class Tables(Protocol):
+    """What SQL needs of a store: its tables by name and version (``storage.store.Store``)."""
+
+    is_local: bool
+
+    def delta(self, name: str, version: int | None = None, as_of: datetime | str | None = None) -> Any: ...
+
 
 VERSIONED = re.compile(r"\b(" + "|".join(TABLES) + r")@v(\d+)\b")
 
@@ -29,14 +35,14 @@ def rewrite(query: str) -> tuple[str, set[tuple[str, int]]]:
     return VERSIONED.sub(lambda m: f"{m.group(1)}__v{m.group(2)}", query), wanted
 
 
-def connect(store: Store, *, as_of: datetime | str | None = None) -> Session:
+def connect(store: Tables, *, as_of: datetime | str | None = None) -> Session:
     return Session(store, as_of)
 
 
 class Session:
     """A DuckDB connection whose views follow the store; ``sql`` adds versioned views on demand."""
 
-    def __init__(self, store: Store, as_of: datetime | str | None) -> None:
+    def __init__(self, store: Tables, as_of: datetime | str | None) -> None:
         self.store = store
         self.con = duckdb.connect()
         self._keep: list[Any] = []  # registered Arrow objects must outlive the views
@@ -78,7 +84,7 @@ class Session:
         return self.con.execute(self._prepare(query))
 
 
-def _schema_evolved(store: Store, name: str, dt: Any) -> bool:
+def _schema_evolved(store: Tables, name: str, dt: Any) -> bool:
     """Whether the table's schema changed since version 0 (its creation or first write)."""
     first = store.delta(name, version=0)
     return first is None or pa.schema(first.schema()) != pa.schema(dt.schema())

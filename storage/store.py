@@ -3,8 +3,13 @@
 ``Store("./factory").table("scores", version=3)``. Shard commits happen once: each carries a Delta
 application transaction ``(run_id/stage/table/shard, version 1)`` in the same atomic commit as its
 rows, so a retried task, a rerun after a crash, or a concurrent duplicate writer finds the shard
-already committed and adds nothing. Commit conflicts between concurrent writers are retried
+already committed and adds nothing. A committed shard is read back from its own files only: every
+row carries its ``shard_key``, and the table's file statistics (kept for ``run_id`` and
+``shard_key``) tell which files hold it. Commit conflicts between concurrent writers are retried
 (``max_commit_retries``). deltalake panics in a process forked after use: spawn, never fork.
+
+Reading a store that does not exist is an error that names it; only writers create one
+(``Store(uri, create=True)``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -25,6 +32,8 @@ from .schemas import TABLES, conform, schema_of
 
 MAX_COMMIT_RETRIES = 100
 WRITE_ATTEMPTS = 20
+# Columns whose min/max statistics Delta keeps per file: what shard reads and run filters prune on.
+TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key"}
 
 
 class StoreError(RuntimeError):
@@ -34,7 +43,9 @@ class StoreError(RuntimeError):
 class Store:
     """Delta tables ``runs, seeds, rejects, reflections, scores, selected, traces`` under ``uri``."""
 
-    def __init__(self, uri: str = "./factory", storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, uri: str = "./factory", storage_options: dict[str, str] | None = None, *, create: bool = False
+    ) -> None:
         self.uri = uri.rstrip("/")
         self.is_local = "://" not in self.uri or self.uri.startswith("file://")
         self.storage_options = (
@@ -42,13 +53,20 @@ class Store:
         )
         if self.is_local:
             root = Path(self.uri.removeprefix("file://")).expanduser().resolve()
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the store at {root}: {exc.strerror}") from exc
-            if not os.access(root, os.W_OK):
+            if not root.is_dir():
+                if not create:
+                    raise StoreError(
+                        f"no store at {root}: check --store, or create one with `reflectory ingest` or a run"
+                    )
+                try:
+                    root.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the store at {root}: {exc.strerror}") from exc
+            if create and not os.access(root, os.W_OK):
                 raise StoreError(f"the store at {root} is not writable")
             self.uri = str(root)
+        elif not create and not any(self.exists(t) for t in TABLES):
+            raise StoreError(f"no store at {self.uri}: no table of a store is there")
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -106,6 +124,38 @@ class Store:
         dt = self.delta(name)
         return dt is not None and dt.transaction_version(_app_id(run_id, stage, name, shard)) is not None
 
+    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> list[dict[str, Any]]:
+        """A committed shard's rows (without ``shard_key``), read from the files that hold it only."""
+        key = _app_id(run_id, stage, name, shard)
+        table = self.shard_table(name, key)
+        return table.drop_columns(["shard_key"]).to_pylist() if "shard_key" in table.column_names else []
+
+    def shard_files(self, name: str, key: str) -> list[str]:
+        """Files of the table that may hold rows of shard ``key``, by their statistics (all, without)."""
+        dt = self.delta(name)
+        if dt is None:
+            return []
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        paths = actions.column("path").to_pylist()
+        if "min.shard_key" not in actions.column_names:
+            return paths  # a table written before the statistics were kept: no pruning
+        lows, highs = actions.column("min.shard_key").to_pylist(), actions.column("max.shard_key").to_pylist()
+        return [
+            p
+            for p, lo, hi in zip(paths, lows, highs, strict=True)
+            if lo is None or hi is None or lo <= key <= hi
+        ]
+
+    def shard_table(self, name: str, key: str) -> pa.Table:
+        dt = self.delta(name)
+        if dt is None:
+            return schema_of(name).empty_table()
+        wanted = set(self.shard_files(name, key))
+        dataset = dt.to_pyarrow_dataset()
+        fragments = [f for f in dataset.get_fragments() if f.path in wanted]
+        files = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+        return files.to_table(filter=pc.field("shard_key") == key)
+
     def commit_shard(
         self, name: str, rows: pa.Table | list[dict[str, Any]], *, run_id: str, stage: str, shard: int
     ) -> bool:
@@ -120,8 +170,11 @@ class Store:
         if self.shard_committed(name, run_id, stage, shard):
             return False
         table = conform(name, rows)
-        table = table.drop_columns([c for c in ("shard_key",) if c in table.column_names])
-        table = table.append_column("shard_key", pa.array([app_id] * table.num_rows, pa.string()))
+        keys = pa.array([app_id] * table.num_rows, pa.string())
+        if "shard_key" in table.column_names:
+            table = table.set_column(table.column_names.index("shard_key"), "shard_key", keys)
+        else:
+            table = table.append_column("shard_key", keys)
         props = CommitProperties(
             max_commit_retries=MAX_COMMIT_RETRIES, app_transactions=[Transaction(app_id=app_id, version=1)]
         )
@@ -188,8 +241,9 @@ class Store:
                     if f.name not in full.names:
                         full = full.append(f)
                 DeltaTable.create(
-                    self.table_uri(name), full, mode="ignore", storage_options=self.storage_options
-                )
+                    self.table_uri(name), full, mode="ignore", storage_options=self.storage_options,
+                    configuration=TABLE_CONFIG,
+                )  # fmt: skip
             elif missing := [f for f in schema if f.name not in self._columns(name)]:
                 empty = pa.schema(missing).empty_table()
                 write_deltalake(

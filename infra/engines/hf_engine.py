@@ -10,41 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.batching import length_batches
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
-from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from .options import HFOptions
 from .tokenizer import TextTokenizer, score_distinct
-
-
-class HFOptions(BaseModel):
-    """Options of the ``hf:`` engine (all optional)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    device_map: str | None = Field(None, description="'auto' spreads/offloads a large model (accelerate)")
-    load_in_4bit: bool = False
-    max_length: int = Field(2048, ge=1)
-    chat_template: str = "model"
-    batch_tokens: int | None = Field(None, description="padded tokens per scoring batch (default by device)")
-    max_pad_fraction: float | None = Field(None, ge=0.0, le=1.0)
-    max_batch: int = Field(64, ge=1)
-    projection_chunk: int = Field(1024, ge=1, description="target positions per vocabulary projection")
-    generation_batch: int = Field(16, ge=1)
-    trust_remote_code: bool = False
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description="torch CPU threads of this process (replicas sharing a machine split the cores)",
-    )
 
 
 class HFEngine:
@@ -81,10 +57,14 @@ class HFEngine:
         self.logit_scale = getattr(model.config, "logit_scale", None)
         on_gpu = self.device.type == "cuda"
         self.batch_tokens = opts.batch_tokens or (16384 if on_gpu else 2048)
+        self.max_batch = opts.max_batch or (256 if on_gpu else 64)
         self.max_pad_fraction = (
             opts.max_pad_fraction if opts.max_pad_fraction is not None else (0.25 if on_gpu else 0.0)
         )
+        # Requests worth merging into one call (replicas merge concurrent batches up to this).
+        self.max_requests_per_call = opts.generation_batch * (4 if on_gpu else 1)
         self.n_forward_sequences = 0  # how many texts went through the model (tests count reuse with it)
+        self._constraint: Any = None  # llguidance tokenizer, built on the first constrained batch
 
     # -- scoring ---------------------------------------------------------------------------------
     @property
@@ -100,7 +80,7 @@ class HFEngine:
             [len(p.input_ids) for p in plans],
             max_tokens=self.batch_tokens,
             max_pad_fraction=self.max_pad_fraction,
-            max_batch=self.options.max_batch,
+            max_batch=self.max_batch,
         )
         results: list[tuple[float, ...]] = [()] * len(plans)
         for batch in batches:
@@ -187,6 +167,13 @@ class HFEngine:
             gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
         if sampling.stop:
             gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        if sampling.repetition_penalty != 1.0:
+            gen_kwargs["repetition_penalty"] = sampling.repetition_penalty
+        grammar = self._grammar([r.form for r in requests], enc["input_ids"].shape[1])
+        if grammar is not None:
+            from transformers import LogitsProcessorList
+
+            gen_kwargs["logits_processor"] = LogitsProcessorList([grammar])
         device = self._input_device()
         generated = self.model.generate(
             input_ids=enc["input_ids"].to(device),
@@ -219,6 +206,18 @@ class HFEngine:
                 )
             )
         return result
+
+    def _grammar(self, forms: Sequence[Any], prompt_length: int) -> Any:
+        """The grammar processor of a batch with forms (llguidance), None for a free-text batch."""
+        if all(f is None for f in forms):
+            return None
+        if self._constraint is None:
+            from .grammar import GrammarConstraint
+
+            self._constraint = GrammarConstraint(
+                self.tokenizer.tok, sorted(_eos_ids(self.model, self.tokenizer.tok)), self.tokenizer.count
+            )
+        return self._constraint.processor(forms, prompt_length)
 
     def close(self) -> None:
         del self.model, self.backbone, self.lm_head

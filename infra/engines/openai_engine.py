@@ -22,34 +22,18 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
-from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from .options import OpenAIOptions
 from .tokenizer import TextTokenizer, score_distinct
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 BUDGET_EXHAUSTED = "token_budget_exhausted"
-
-
-class OpenAIOptions(BaseModel):
-    """Options of the ``openai:`` engine."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    concurrency: int = Field(16, ge=1, description="requests in flight at once")
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    token_budget: int | None = Field(None, ge=1, description="stop issuing requests after this many tokens")
-    tokenizer: str | None = Field(None, description="local tokenizer for scoring (default: the model name)")
-    chat_template: str = "model"
-    max_length: int = Field(2048, ge=1)
-    score_batch: int = Field(8, ge=1, description="token-id prompts per scoring request")
 
 
 class _Retryable(Exception):
@@ -83,6 +67,8 @@ class OpenAIEngine:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.spec = spec or f"openai:{model}@{self.base_url}"
         self.usage = TokenUsage()
+        self.max_requests_per_call = self.options.concurrency
+        self._structured: str | None = None  # "vllm" or "json_schema", asked once when "auto"
         self._tokenizer: TextTokenizer | None = None
         self._lock = threading.Lock()
 
@@ -137,10 +123,55 @@ class OpenAIEngine:
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
-        return _run_sync(self._gather([self._chat_job(r, sampling) for r in requests]))
+        mode = self.structured_mode() if any(r.form for r in requests) else "json_schema"
+        return _run_sync(self._gather([self._chat_job(r, sampling, mode) for r in requests]))
+
+    def structured_mode(self) -> str:
+        """How reply forms reach this server: vLLM's grammar, or an OpenAI JSON-schema response_format.
+
+        ``structured=auto`` asks the server once: ``vllm serve`` lists its models as owned by vLLM.
+        """
+        if self.options.structured != "auto":
+            return self.options.structured
+        with self._lock:
+            if self._structured is None:
+                self._structured = _run_sync(self._detect_vllm())
+            return self._structured
+
+    async def _detect_vllm(self) -> str:
+        async with self._client() as client:
+            try:
+                resp = await client.get("/models")
+                owners = (
+                    {m.get("owned_by") for m in resp.json().get("data", [])} if resp.is_success else set()
+                )
+            except (httpx.HTTPError, ValueError, AttributeError):
+                owners = set()
+        return "vllm" if "vllm" in owners else "json_schema"
+
+    def _form_body(self, request: ChatRequest, sampling: Sampling, mode: str) -> dict[str, Any]:
+        """The request fields that carry the reply's form and the penalties, each by its server's name."""
+        body: dict[str, Any] = {}
+        if sampling.frequency_penalty:
+            body["frequency_penalty"] = sampling.frequency_penalty
+        if mode == "vllm" and sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM's extra sampling field
+        if request.form is None:
+            return body
+        # With a local tokenizer (option ``tokenizer``) the fixed parts are counted exactly.
+        count = self.tokenizer.count if self.options.tokenizer else None
+        if mode == "vllm":
+            body["structured_outputs"] = {"grammar": request.form.lark(count)}
+        else:
+            schema = request.form.json_schema(self.options.schema_chars_per_token, count=count)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.form.name, "schema": schema, "strict": True},
+            }
+        return body
 
     def _chat_job(
-        self, request: ChatRequest, sampling: Sampling
+        self, request: ChatRequest, sampling: Sampling, mode: str
     ) -> Callable[[httpx.AsyncClient], Awaitable[Completion]]:
         async def job(client: httpx.AsyncClient) -> Completion:
             budget = self.options.token_budget
@@ -157,9 +188,18 @@ class OpenAIEngine:
                 body["seed"] = sampling.seed
             if sampling.stop:
                 body["stop"] = list(sampling.stop)
+            body.update(self._form_body(request, sampling, mode))
             start = time.perf_counter()
             try:
                 data = await self._post(client, "/chat/completions", body)
+            except EngineError as exc:
+                if request.form is None:
+                    raise
+                raise EngineError(
+                    f"{exc}\nThe server rejected the reply form sent as {mode!r} ({request.form.name}). Pick "
+                    "another way with the teacher option structured=vllm|json_schema, or run with "
+                    "constrained: false (free text, parsed as before)."
+                ) from None
             except (_Retryable, httpx.HTTPError) as exc:
                 return Completion(
                     "", None, 0, 0, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import EngineError
+from tasks.engine import EngineError
 
 KINDS = ("hf", "vllm", "openai")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tasks.engine import EngineError, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import (
     MODEL_TEMPLATE,
     PromptFormat,
@@ -13,8 +14,6 @@ from tasks.scoring.templates import (
     render_named,
 )
 from tasks.scoring.tokens import Encoding, SpecialTokens, TokenPlan, plan_target
-
-from .base import EngineError, ScoreRequest, TargetLogprobs
 
 
 class TextTokenizer:
@@ -63,6 +62,10 @@ class TextTokenizer:
 
     def chat_prefix(self, user_message: str) -> str:
         return self.render_chat([{"role": "user", "content": user_message}])
+
+    def count(self, text: str) -> int:
+        """Tokens of a text on its own (no special tokens): what a reply's fixed parts cost."""
+        return len(self.encode(text)[0])
 
     def prompt_ids(self, text: str) -> list[int]:
         """A generation prompt's tokens: the text's own, after the prefix the tokenizer adds (a BOS)."""

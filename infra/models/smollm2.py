@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from infra.engines.base import EngineError
+from tasks.engine import EngineError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER = "smollm2-135m-instruct"

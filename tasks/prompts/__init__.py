@@ -11,10 +11,11 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
+# v2: the reflection prompts ask for a JSON object when the reply is constrained to that form.
 PROMPT_VERSIONS: dict[str, str] = {
-    "reflect_instruction": "reflect_instruction/v1",
-    "reflect_response": "reflect_response/v1",
-    "reflect_response_with_input": "reflect_response_with_input/v1",
+    "reflect_instruction": "reflect_instruction/v2",
+    "reflect_response": "reflect_response/v2",
+    "reflect_response_with_input": "reflect_response_with_input/v2",
     "trace_system": "trace_system/v1",
     "trace_user": "trace_user/v1",
 }
@@ -38,7 +39,12 @@ def _template(name: str) -> Template:
 
 
 def render(name: str, **variables: Any) -> str:
-    """The prompt text; a missing variable is an error, never an empty string."""
+    """The prompt text; a missing variable is an error, never an empty string.
+
+    ``structured`` (default False) picks the reply format a reflection prompt asks for: a JSON
+    object (constrained replies) or bracket tags (free text).
+    """
+    variables.setdefault("structured", False)
     return _template(name).render(**variables).strip()
 
 

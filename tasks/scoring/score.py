@@ -10,7 +10,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from infra.engines.base import Scorer, ScoreRequest, TargetLogprobs
+from tasks.engine import Scorer, ScoreRequest, TargetLogprobs
 
 from .ifd import PairScore, Ratio, mean_loss
 from .templates import PromptFormat, user_message

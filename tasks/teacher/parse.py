@@ -1,19 +1,26 @@
-"""Strict parsing of the teacher's reflection replies, tolerant of the usual deviations of real models.
+"""Strict parsing of the teacher's reflection replies, in either form a teacher gives them.
 
-Tolerated: a missing ``[End]`` at the very end of the reply, markdown bold/italics/headings around
-tags (``**[New Answer]**``, ``### [New Answer]``), a colon after a tag, extra whitespace, tags in
-another case, and a section closed by the next tag instead of ``[End]``. Everything else is
-rejected with a reason, and a rejected reply never becomes a candidate.
+- A JSON object (constrained replies, ``tasks.teacher.forms``): its fields, by name. The form is
+  not trusted: a missing or empty field, or a reply that is not valid JSON, is rejected with the
+  same reasons as free text (``truncated`` when the token limit cut it).
+- Free text with bracket tags (``constrained: false``). Tolerated: a missing ``[End]`` at the very
+  end of the reply, markdown bold/italics/headings around tags (``**[New Answer]**``,
+  ``### [New Answer]``), a colon after a tag, extra whitespace, tags in another case, and a
+  section closed by the next tag instead of ``[End]``.
+
+Everything else is rejected with a reason, and a rejected reply never becomes a candidate.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 OK = "ok"
 EMPTY = "empty"
 TRUNCATED = "truncated"
+INVALID_JSON = "invalid_json"
 
 _TAG = re.compile(
     r"\[\s*(new\s+instruction|new\s+answer|better\s+answer|end)\s*\][*_]*[ \t]*:?",
@@ -70,9 +77,37 @@ def _sections(text: str, finish_reason: str | None) -> tuple[dict[str, str], dic
     return {k: _DECORATION.sub("", v) for k, v in found.items()}, problems
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _extract_json(text: str, finish_reason: str | None, keys: tuple[str, ...]) -> tuple[dict[str, str], str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {}, TRUNCATED if finish_reason == "length" else INVALID_JSON
+    if not isinstance(data, dict):
+        return {}, INVALID_JSON
+    for key in keys:
+        if key not in data:
+            return {}, f"missing_{key}"
+        if not isinstance(data[key], str):
+            return {}, f"not_text:{key}"
+        if not data[key].strip():
+            return {}, f"{EMPTY}:{key}"
+    return {k: data[k].strip() for k in keys}, OK
+
+
 def _extract(text: str, finish_reason: str | None, keys: tuple[str, ...]) -> tuple[dict[str, str], str]:
     if not text or not text.strip():
         return {}, TRUNCATED if finish_reason == "length" else EMPTY
+    if text.lstrip().startswith("{") and (_is_json(text) or not _TAG.search(text)):
+        # A JSON reply (a bracket-tagged reply may also open with a brace: it is parsed as such).
+        return _extract_json(text.strip(), finish_reason, keys)
     found, problems = _sections(text, finish_reason)
     for key in keys:
         if problems.get(key) == "duplicate":

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from infra.engines.base import ChatRequest, Completion, Generator, Sampling
+from tasks.engine import ChatRequest, Completion, Generator, Sampling
 from tasks.prompts import render, version
 
+from .forms import ReplyForm, instruction_form, loads_object, response_form, trace_form, trace_from_json
 from .parse import OK, parse_instruction_reflection, parse_response_reflection
 from .traces import validate_trace
 from .verify import extract_gold, verify
@@ -129,7 +130,7 @@ class TraceRow:
 
 
 def sampling_json(sampling: Sampling) -> str:
-    return json.dumps(asdict(sampling), sort_keys=True)
+    return json.dumps(sampling.model_dump(mode="json"), sort_keys=True)
 
 
 def _engine_status(c: Completion) -> str | None:
@@ -145,23 +146,37 @@ def _generate(teacher: Generator, prompts: Sequence[ChatRequest], sampling: Samp
     return out
 
 
+def _form_version(name: str, form: ReplyForm | None) -> str:
+    """The prompt version, marked ``+json`` when the reply was constrained to the JSON form."""
+    return version(name) + ("+json" if form is not None else "")
+
+
 def reflect_instructions(
-    pairs: Sequence[PairLike], teacher: Generator, sampling: Sampling
+    pairs: Sequence[PairLike], teacher: Generator, sampling: Sampling, *, constrained: bool = True
 ) -> tuple[list[ReflectionRow], StageStats]:
-    """Critique each pair and propose (new instruction, new answer): the candidate (x1, y1)."""
+    """Critique each pair and propose (new instruction, new answer): the candidate (x1, y1).
+
+    ``constrained`` replies take the JSON form of ``forms.instruction_form`` (fields bounded so the
+    reply ends within ``max_tokens``); otherwise the teacher writes free text with bracket tags.
+    """
+    form = instruction_form(sampling.max_tokens) if constrained else None
     prompts = [
         ChatRequest.user(
-            render("reflect_instruction", instruction=p.instruction, input=p.input, output=p.output)
+            render(
+                "reflect_instruction", instruction=p.instruction, input=p.input, output=p.output,
+                structured=form is not None,
+            ),
+            form=form,
         )
         for p in pairs
-    ]
+    ]  # fmt: skip
     stats, rows = StageStats(), []
     for p, c in zip(pairs, _generate(teacher, prompts, sampling), strict=True):
         parsed = parse_instruction_reflection(c.text, c.finish_reason)
         status = _engine_status(c) or parsed.status
         stats.add(status, c)
         rows.append(
-            _row(p, "instruction", "reflect_instruction", teacher, sampling, c, status,
+            _row(p, "instruction", _form_version("reflect_instruction", form), teacher, sampling, c, status,
                  new_instruction=parsed.new_instruction, new_answer=parsed.new_answer)
         )  # fmt: skip
     return rows, stats
@@ -172,11 +187,19 @@ def reflect_responses(
     teacher: Generator,
     sampling: Sampling,
     which: Literal["original", "reflected"],
+    *,
+    constrained: bool = True,
 ) -> tuple[list[ReflectionRow], StageStats]:
     """Critique each answer and write a better one: y0' for the original pair, y1' for the reflected."""
+    form = response_form(sampling.max_tokens) if constrained else None
     names = ["reflect_response_with_input" if p.input else "reflect_response" for p in pairs]
     prompts = [
-        ChatRequest.user(render(name, instruction=p.instruction, input=p.input, output=p.output))
+        ChatRequest.user(
+            render(
+                name, instruction=p.instruction, input=p.input, output=p.output, structured=form is not None
+            ),
+            form=form,
+        )
         for name, p in zip(names, pairs, strict=True)
     ]
     stats, rows = StageStats(), []
@@ -186,7 +209,14 @@ def reflect_responses(
         stats.add(status, c)
         rows.append(
             _row(
-                p, f"response_{which}", name, teacher, sampling, c, status, better_answer=parsed.better_answer
+                p,
+                f"response_{which}",
+                _form_version(name, form),
+                teacher,
+                sampling,
+                c,
+                status,
+                better_answer=parsed.better_answer,
             )
         )
     return rows, stats
@@ -195,7 +225,7 @@ def reflect_responses(
 def _row(
     p: PairLike,
     stage: str,
-    prompt: str,
+    prompt_version: str,
     teacher: Generator,
     sampling: Sampling,
     c: Completion,
@@ -210,7 +240,7 @@ def _row(
         source_id=p.id,
         stage=stage,
         teacher=teacher.spec,
-        prompt_version=version(prompt),
+        prompt_version=prompt_version,
         instruction=p.instruction,
         input=p.input,
         output=p.output,
@@ -228,14 +258,25 @@ def _row(
 
 
 def generate_traces(
-    questions: Sequence[QuestionLike], teacher: Generator, sampling: Sampling
+    questions: Sequence[QuestionLike], teacher: Generator, sampling: Sampling, *, constrained: bool = True
 ) -> tuple[list[TraceRow], StageStats]:
-    """Ask for a Reflection-format trace per question; validate its structure and verify its output."""
+    """Ask for a Reflection-format trace per question; validate its structure and verify its output.
+
+    ``constrained`` replies follow ``forms.trace_form``: the structure is forced and each part
+    bounded, but the validator still checks every reply (and a JSON reply from an OpenAI-style
+    server is rendered back into the Reflection format first).
+    """
+    form = trace_form(sampling.max_tokens) if constrained else None
     system = render("trace_system")
-    prompts = [ChatRequest.user(render("trace_user", question=q.question), system=system) for q in questions]
+    prompts = [
+        ChatRequest.user(render("trace_user", question=q.question), system=system, form=form)
+        for q in questions
+    ]
     stats, rows = StageStats(), []
-    prompt_version = f"{version('trace_system')}+{version('trace_user')}"
+    prompt_version = f"{version('trace_system')}+{version('trace_user')}" + ("+grammar" if form else "")
     for q, c in zip(questions, _generate(teacher, prompts, sampling), strict=True):
+        if form is not None and (data := loads_object(c.text)) is not None:
+            c = replace(c, text=trace_from_json(data) or c.text)
         check = validate_trace(c.text)
         gold = extract_gold(q.answer)
         reason = _engine_status(c) or (None if check.valid else check.reason)

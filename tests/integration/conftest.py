@@ -32,6 +32,8 @@ def vllm_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory)
         "--model", str(tiny_model_path),
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
         "--max-model-len", "2048", "--served-model-name", "tiny",
+        # JSON schemas through llguidance too, which bounds string lengths (xgrammar did not).
+        "--structured-outputs-config", '{"backend": "guidance", "disable_any_whitespace": true}',
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

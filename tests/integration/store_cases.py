@@ -25,7 +25,7 @@ def shard_committed_twice_appears_once(store: Store) -> None:
 
 
 def _writer(uri: str, storage_options: dict, shards: list[int]) -> None:
-    store = Store(uri, storage_options)
+    store = Store(uri, storage_options, create=True)
     for shard in shards:
         store.commit_shard("scores", rows(shard), run_id="r1", stage="score", shard=shard)
         # Every writer also retries shard 0, as a crashed-and-rerun task would.

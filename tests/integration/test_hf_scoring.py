@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from infra.engines.base import ScoreRequest
 from infra.engines.hf_engine import HFEngine, HFOptions
+from tasks.engine import ScoreRequest
 from tasks.scoring.score import PairText, score_pairs, score_responses
 from tasks.scoring.tokens import TRUNCATED_AWAY
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_reflectoryTestToken_7f3a9c2e"
 CLI = (
-    "import typer; from flows.export_cli import register; app = typer.Typer(); "
+    "import typer; from flows.cli.export import register; app = typer.Typer(); "
     "app.callback()(lambda: None); register(app); app()"
 )
 LOAD = """
@@ -59,7 +59,7 @@ def hub(tmp_path: Path) -> Iterator[HubServer]:
 @pytest.fixture
 def factory(tmp_path: Path) -> Path:
     """A store whose ``selected`` table holds the planted rows at version 1, one more row at 2."""
-    store = Store(str(tmp_path / "factory"))
+    store = Store(str(tmp_path / "factory"), create=True)
     store.append("selected", planted_rows())
     late = base_rows(1, start=40)[0] | {"source_id": "late-row"}
     store.append("selected", [late])

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import pytest
 
-from infra.engines.base import ChatRequest, EngineError, Sampling, ScoreRequest
 from infra.engines.openai_engine import BUDGET_EXHAUSTED, OpenAIEngine, OpenAIOptions
+from tasks.engine import ChatRequest, EngineError, Sampling, ScoreRequest
 
 pytestmark = pytest.mark.slow
 

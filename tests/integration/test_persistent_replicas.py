@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import json, sys
 from infra.cluster import connect
-from infra.pool import EnginePool, PoolConfig
-from infra.engines.base import Sampling, ChatRequest
+from infra.pool import EnginePool
+from tasks.engine import ChatRequest, ModelRole, Sampling
 connect(sys.argv[1])
 persistent, options = sys.argv[3] == "1", json.loads(sys.argv[4])
-config = PoolConfig(spec=sys.argv[2], persistent=persistent, options=options, num_cpus=0.5)
+config = ModelRole(spec=sys.argv[2], persistent=persistent, options=options, num_cpus=0.5)
 pool = EnginePool(config)
 [c] = pool.generate([ChatRequest.user("Hello")], Sampling(max_tokens=4, temperature=0))
 pool.close()

@@ -1,17 +1,18 @@
 """The recycle flow end to end: real Prefect (ephemeral API), a real local Ray, real Delta tables.
 
-A run killed with SIGKILL part-way and rerun with the same run id, and a run whose engine replica is
-killed, must end with the same selected pairs as a clean run, with no duplicate rows.
+A run killed with SIGKILL part-way and rerun with the same run id, and a run whose engine replicas
+are killed, must end with the same selected pairs as a clean run, with no duplicate rows. The kills
+happen at known points (``tests/crash_points.py``), never after a sleep or a poll.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,27 @@ def write_input(path: Path, n: int = 6) -> Path:
     return path
 
 
-def recycle_cmd(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
+def recycle_args(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
     return [
-        sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(store),
+        "run", "recycle", "-i", str(inp), "-s", str(store),
         "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--run-id", run_id,
-        "--shard-size", "1", "--max-tokens", "24",
+        "--shard-size", "1", "--max-tokens", "64",
     ]  # fmt: skip
+
+
+def recycle_cmd(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", *recycle_args(inp, store, model, run_id)]
+
+
+def crashing_cmd(point: list[str], inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tests.crash_points",
+        *point,
+        "--",
+        *recycle_args(inp, store, model, run_id),
+    ]
 
 
 def env(tmp: Path) -> dict[str, str]:
@@ -73,6 +89,9 @@ class CleanRun:
     model: Path
     selected: list[tuple]
 
+    def args(self, run_id: str) -> tuple[Path, Path, Path, str]:
+        return self.inp, self.store, self.model, run_id
+
     def counts(self, run_id: str) -> dict[str, list[tuple]]:
         st = Store(str(self.store))
         return {
@@ -92,44 +111,32 @@ def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Cl
     return CleanRun(tmp, inp, store, tiny_model_path, selected(store, "clean"))
 
 
-def start(c: CleanRun, run_id: str) -> subprocess.Popen[bytes]:
-    log = (c.tmp / f"{run_id}.log").open("wb")
-    return subprocess.Popen(
-        recycle_cmd(c.inp, c.store, c.model, run_id), env=env(c.tmp), cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
-def wait_for_selected(c: CleanRun, proc: subprocess.Popen[bytes], run_id: str, n: int) -> None:
-    deadline = time.monotonic() + 400
-    while len(selected(c.store, run_id)) < n:
-        assert proc.poll() is None, (c.tmp / f"{run_id}.log").read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-
-
 def test_recycle_fills_tables(clean: CleanRun) -> None:
     st = Store(str(clean.store))
     assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(6,)]
     assert st.sql("SELECT count(*) FROM reflections WHERE run_id = 'clean'").fetchall()[0][0] >= 12
     assert st.sql("SELECT count(DISTINCT source_id) FROM scores WHERE run_id = 'clean'").fetchall() == [(6,)]
+    assert st.sql("SELECT DISTINCT scoring_version FROM scores").fetchall() == [("scoring/v2",)]
     assert len(clean.selected) == 6
     runs = st.sql(
-        "SELECT status, counts_json, stage_seconds_json FROM runs WHERE run_id = 'clean'"
+        "SELECT status, counts_json, versions_json, tokens_json FROM runs WHERE run_id = 'clean'"
     ).fetchall()
-    assert runs[0][0] == "completed" and json.loads(runs[0][1])["pairs"] == 6
+    status, counts, versions, tokens = runs[0]
+    assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
+    assert json.loads(versions)["scoring"] == "scoring/v2"
+    assert {t["stage"] for t in json.loads(tokens)} == {"instruction", "response"}
 
 
 def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> None:
-    # Kill the flow process (and everything it started) once some shards have committed.
-    proc = start(clean, "crashy")
-    wait_for_selected(clean, proc, "crashy", 2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = len(selected(clean.store, "crashy"))
-    assert 2 <= partial < 6
+    # The process kills itself (and the Ray it started) right after the 2nd shard of `selected`.
+    crashed = run_until_killed(
+        crashing_cmd(["kill-after-commits", "selected", "2"], *clean.args("crashy")), clean
+    )
+    assert "crash point: 2 shards of selected committed" in crashed
+    assert len(selected(clean.store, "crashy")) == 2
 
-    run(recycle_cmd(clean.inp, clean.store, clean.model, "crashy"), clean.tmp)
+    run(recycle_cmd(*clean.args("crashy")), clean.tmp)
+    assert run_counts(clean.store, "crashy")["resumed_shards"] == 2  # read back, not recomputed
     resumed = selected(clean.store, "crashy")
     assert [r[0] for r in resumed] == [r[0] for r in clean.selected]  # same pairs, none twice
     assert resumed == clean.selected  # same decisions: the teacher and student are deterministic here
@@ -137,19 +144,35 @@ def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> No
     assert clean.counts("crashy") == clean.counts("clean")
 
 
-def test_a_killed_engine_replica_costs_no_rows(clean: CleanRun) -> None:
-    import psutil
-
-    proc = start(clean, "actor-killed")
-    wait_for_selected(clean, proc, "actor-killed", 1)
-    replicas = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "_EngineActor" in " ".join(p.cmdline())
-    ]
-    assert replicas, "no engine replica process found"
-    for p in replicas:
-        p.kill()
-    assert proc.wait(400) == 0, (clean.tmp / "actor-killed.log").read_text()[-3000:]
+def test_killed_engine_replicas_cost_no_rows(clean: CleanRun) -> None:
+    out = run(crashing_cmd(["kill-replicas-after-batches", "2"], *clean.args("actor-killed")), clean.tmp)
+    assert "crash point: killing replicas" in out.stderr
     assert selected(clean.store, "actor-killed") == clean.selected
     assert clean.counts("actor-killed") == clean.counts("clean")
+
+
+def test_a_deleted_store_means_every_shard_is_computed_again(clean: CleanRun, tmp_path: Path) -> None:
+    """The store is the only record: no Prefect cache stands in for rows that are gone."""
+    store = tmp_path / "fresh"
+    args = (clean.inp, store, clean.model, "again")
+    run([sys.executable, "-m", "flows.cli", *recycle_args(*args)], tmp_path)  # its own PREFECT_HOME
+    first = selected(store, "again")
+    shutil.rmtree(store)
+    run([sys.executable, "-m", "flows.cli", *recycle_args(*args)], tmp_path)
+    assert run_counts(store, "again")["resumed_shards"] == 0
+    assert selected(store, "again") == first and len(first) == 6
+    # Prefect kept each flow run's summary (for run_deployment), and no task's rows.
+    results = list((tmp_path / "prefect" / "storage").iterdir())
+    assert len(results) == 2, results
+
+
+def run_counts(store: Path, run_id: str) -> dict:
+    [(counts,)] = Store(str(store)).sql(f"SELECT counts_json FROM runs WHERE run_id = '{run_id}'").fetchall()
+    return json.loads(counts)
+
+
+def run_until_killed(cmd: list[str], c: CleanRun) -> str:
+    out = subprocess.run(cmd, env=env(c.tmp), capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         start_new_session=True)  # fmt: skip
+    assert out.returncode == -signal.SIGKILL, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stderr

@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
         ("traces", ["--input", "missing.jsonl"], "input 'missing.jsonl' does not exist"),
         ("recycle", ["--teacher", "gpt-4o"], "bad engine spec 'gpt-4o'"),
         ("recycle", ["--shard-size", "0"], "bad parameters"),
+        ("recycle", ["--max-tokens", "24"], "max_tokens 24 is too small for the reflect_instruction form"),
+        (
+            "traces",
+            ["--teacher-option", "dtpye=float32"],
+            "bad options for vllm:smollm2: dtpye: Extra inputs",
+        ),
     ],
 )
 def test_mistakes_are_one_line(tmp_path: Path, flow: str, args: list[str], message: str) -> None:

@@ -91,6 +91,7 @@ def _params(tmp_path: Path, model: Path, run_id: str | None = None) -> dict[str,
         "student": {"spec": f"hf:{model}"},
         "shard_size": 1,
         "sampling": {"max_tokens": 16},
+        "constrained": False,  # 16 tokens hold no reply form: free text keeps the run short
     }
     if run_id:
         params["run_id"] = run_id

@@ -15,7 +15,7 @@ from . import store_cases
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(str(tmp_path / "factory"))
+    return Store(str(tmp_path / "factory"), create=True)
 
 
 def test_shard_committed_twice_appears_once(store: Store) -> None:
@@ -61,7 +61,34 @@ def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot create the store"):
-        Store(str(blocker / "factory"))
+        Store(str(blocker / "factory"), create=True)
+
+
+def test_reading_a_store_that_does_not_exist_names_it_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "store"
+    with pytest.raises(StoreError, match=f"no store at {missing}"):
+        Store(str(missing))
+    runner = CliRunner()
+    for args in (
+        ["sql", "SELECT 1"],
+        ["store", "history", "seeds"],
+        ["export", "--to-dir", str(tmp_path / "o")],
+    ):
+        out = runner.invoke(app, [*args, "--store", str(missing)])
+        assert out.exit_code == 2, out.output
+        assert f"no store at {missing}" in " ".join(out.output.split())
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_committed_shard_is_read_from_its_own_files_only(store: Store) -> None:
+    for shard in range(6):
+        store.commit_shard("scores", store_cases.rows(shard), run_id="r1", stage="score", shard=shard)
+    key = "reflectory/r1/score/scores/4"
+    files = store.shard_files("scores", key)
+    assert len(files) == 1 and len(store.delta("scores").file_uris()) >= 6
+    rows = store.read_shard("scores", "r1", "score", 4)
+    assert sorted(r["source_id"] for r in rows) == ["s4-0", "s4-1", "s4-2"]
+    assert "shard_key" not in rows[0]
 
 
 def test_ingest_twice_adds_nothing_and_records_rejects(tmp_path: Path) -> None:
@@ -73,14 +100,16 @@ def test_ingest_twice_adds_nothing_and_records_rejects(tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, ["ingest", "-i", str(src), "-s", uri])
     assert second.exit_code == 0
-    store = Store(uri)
+    store = Store(uri)  # the first ingest created it
     assert store.sql("SELECT count(*) FROM seeds").fetchall() == [(2,)]
     assert store.sql("SELECT line, reason FROM rejects").fetchall() == [(2, "invalid_json")]
 
 
 def test_sql_cli_formats_and_errors(tmp_path: Path) -> None:
     uri = str(tmp_path / "f")
-    Store(uri).append("seeds", [{"run_id": "r", "source_id": "a", "instruction": "i", "output": "o"}])
+    Store(uri, create=True).append(
+        "seeds", [{"run_id": "r", "source_id": "a", "instruction": "i", "output": "o"}]
+    )
     runner = CliRunner()
     out = runner.invoke(app, ["sql", "SELECT source_id FROM seeds", "-s", uri, "-f", "json"])
     assert out.exit_code == 0 and '"source_id": "a"' in out.output

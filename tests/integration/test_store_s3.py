@@ -76,7 +76,7 @@ def store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Store:
         "AWS_CONDITIONAL_PUT": "etag",
     }.items():
         monkeypatch.setenv(key, value)
-    return Store(f"s3://reflectory/{uuid.uuid4().hex}")
+    return Store(f"s3://reflectory/{uuid.uuid4().hex}", create=True)
 
 
 def test_shard_committed_twice_appears_once_on_s3(store: Store) -> None:

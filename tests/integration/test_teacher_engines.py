@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.engines.base import Sampling
+from tasks.engine import Sampling
 from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
 
 pytestmark = pytest.mark.slow
@@ -53,15 +53,16 @@ def check_rows(rows, stats, teacher_spec: str) -> None:
 
 
 def run_all_stages(teacher) -> None:
-    rows, stats = reflect_instructions(PAIRS, teacher, SAMPLING)
+    # Free text: the plumbing of each stage (constrained replies: tests/integration/test_constrained.py).
+    rows, stats = reflect_instructions(PAIRS, teacher, SAMPLING, constrained=False)
     check_rows(rows, stats, teacher.spec)
     for r in rows:
         assert r.parse_status == "ok" or (r.new_instruction is None and r.new_answer is None)
     for which in ("original", "reflected"):
-        rows, stats = reflect_responses(PAIRS, teacher, SAMPLING, which=which)
+        rows, stats = reflect_responses(PAIRS, teacher, SAMPLING, which=which, constrained=False)
         check_rows(rows, stats, teacher.spec)
         assert {r.stage for r in rows} == {f"response_{which}"}
-    traces, stats = generate_traces(QUESTIONS, teacher, SAMPLING)
+    traces, stats = generate_traces(QUESTIONS, teacher, SAMPLING, constrained=False)
     check_rows(traces, stats, teacher.spec)
     for t in traces:
         assert t.valid or t.invalid_reason

@@ -57,7 +57,7 @@ def traces_cmd(inp: Path, store: Path, config: Path, model: Path, run_id: str) -
     return [
         "-m", "flows.cli", "run", "traces", "-i", str(inp), "-s", str(store), "--config", str(config),
         "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--run-id", run_id,
-        "--shard-size", "2", "--max-tokens", "80",
+        "--shard-size", "2", "--max-tokens", "400",
     ]  # fmt: skip
 
 
@@ -99,6 +99,8 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     assert unverifiable["reason"] in {"kept", "ifd>=1"} and not math.isnan(unverifiable["ifd_ppl"])
     assert st.sql("SELECT line, reason FROM rejects WHERE run_id = 't1'").fetchall() == [(5, "invalid_json")]
     assert st.sql("SELECT count(*) FROM seeds WHERE run_id = 't1'").fetchall() == [(4,)]
+    # The teacher's traces were committed on their own before scoring (no teacher token is lost).
+    assert st.sql("SELECT count(*) FROM trace_replies WHERE run_id = 't1'").fetchall() == [(4,)]
     (flow, counts, tokens, versions) = st.sql(
         "SELECT flow, counts_json, tokens_json, versions_json FROM runs WHERE run_id = 't1'"
     ).fetchall()[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.engines.base import ChatRequest, Sampling, ScoreRequest
+from tasks.engine import ChatRequest, Sampling, ScoreRequest
 from tasks.scoring.score import PairText, score_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from flows.export_cli import build_curation
+from flows.cli.export import build_curation
 from storage.dataset_card import existing_sections
 from storage.hub_export import ExportParams, lineage_of, prepare, reproduce_command
 from tasks.curate import CurationConfig, to_format

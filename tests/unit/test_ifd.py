@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from infra.engines.base import ScoreRequest, TargetLogprobs
+from tasks.engine import ScoreRequest, TargetLogprobs
 from tasks.scoring.batching import length_batches
 from tasks.scoring.ifd import Ratio, mean_loss
 from tasks.scoring.score import PairText, pair_requests, score_pairs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.engines.base import ScoreRequest
+from tasks.engine import ScoreRequest
 from tasks.scoring.score import PairText, pair_requests
 from tasks.scoring.templates import ChatFormat, check_template_name, prompt_format, render_named
 

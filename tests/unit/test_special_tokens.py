@@ -11,8 +11,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from infra.engines.base import ScoreRequest
 from infra.engines.tokenizer import TextTokenizer
+from tasks.engine import ScoreRequest
 
 WORDS = ["Hello", "world", "USER", ":", "ASSISTANT", "Paris", "is", "the", "capital", "of", "France", "."]
 SPECIAL = ["<s>", "</s>", "<unk>", "<|im_start|>"]

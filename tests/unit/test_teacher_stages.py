@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infra.engines.base import ChatRequest, Completion, Sampling
+from tasks.engine import ChatRequest, Completion, Sampling
 from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
 
 
@@ -64,7 +64,7 @@ def test_reflect_instructions_marks_and_counts_failures():
         ]
     )
     sampling = Sampling(max_tokens=64, temperature=0.0)
-    rows, stats = reflect_instructions(PAIRS, teacher, sampling)
+    rows, stats = reflect_instructions(PAIRS, teacher, sampling, constrained=False)
     assert len(teacher.calls) == 1 and len(teacher.calls[0]) == 3  # one call for the batch
     assert [r.parse_status for r in rows] == ["ok", "missing_new_instruction", "truncated"]
     assert rows[0].new_instruction == "Add 2 and 2 and explain." and rows[0].new_answer == "4, because..."
@@ -72,7 +72,11 @@ def test_reflect_instructions_marks_and_counts_failures():
     assert stats.rows == 3 and stats.parsed == 1
     assert dict(stats.failed) == {"missing_new_instruction": 1, "truncated": 1}
     assert stats.prompt_tokens == 30 and stats.completion_tokens == sum(r.completion_tokens for r in rows)
-    assert rows[0].prompt_version == "reflect_instruction/v1" and rows[0].teacher == "scripted:teacher"
+    assert rows[0].prompt_version == "reflect_instruction/v2" and rows[0].teacher == "scripted:teacher"
+    assert (
+        teacher.calls[0][0].form is None
+        and "[New Instruction]" in teacher.calls[0][0].messages[-1]["content"]
+    )
     assert json.loads(rows[0].sampling_json)["max_tokens"] == 64
     assert rows[1].raw_text == "no tags at all"  # the whole reply is kept
 
@@ -81,9 +85,9 @@ def test_reflect_responses_uses_the_input_variant():
     teacher = Scripted(
         [("[Better Answer] 4 [End]", "stop"), ("[Better Answer] Brief. [End]", "stop"), ("x", "stop")]
     )
-    rows, stats = reflect_responses(PAIRS, teacher, Sampling(), which="reflected")
+    rows, stats = reflect_responses(PAIRS, teacher, Sampling(), which="reflected", constrained=False)
     assert [r.stage for r in rows] == ["response_reflected"] * 3
-    assert rows[1].prompt_version == "reflect_response_with_input/v1"
+    assert rows[1].prompt_version == "reflect_response_with_input/v2"
     assert "A long text." in teacher.calls[0][1].messages[-1]["content"]
     assert [r.better_answer for r in rows] == ["4", "Brief.", None]
     assert stats.parsed == 2
@@ -114,7 +118,7 @@ def test_traces_are_validated_and_verified():
         Q("q3", "7+1?", "#### 8"),
         Q("q4", "?", None),
     ]
-    rows, stats = generate_traces(qs, teacher, Sampling())
+    rows, stats = generate_traces(qs, teacher, Sampling(), constrained=False)
     assert [(r.valid, r.verified) for r in rows] == [
         (True, True),
         (True, False),
@@ -124,3 +128,28 @@ def test_traces_are_validated_and_verified():
     assert rows[0].n_reflections == 1 and rows[2].invalid_reason == "no_thinking"
     assert teacher.calls[0][0].messages[0]["role"] == "system"
     assert stats.parsed == 3 and stats.failed["no_thinking"] == 1
+
+
+def test_constrained_stages_send_their_form_and_parse_json_replies():
+    reply = json.dumps(
+        {"critique": "vague", "new_instruction": "Add 2 and 2; show the steps.", "new_answer": "4"}
+    )
+    teacher = Scripted([(reply, "stop")])
+    rows, _ = reflect_instructions(PAIRS[:1], teacher, Sampling(max_tokens=320))
+    [request] = teacher.calls[0]
+    assert request.form is not None and request.form.name == "reflect_instruction"
+    assert "one JSON object" in request.messages[-1]["content"]
+    assert rows[0].parse_status == "ok" and rows[0].new_instruction == "Add 2 and 2; show the steps."
+    assert rows[0].prompt_version == "reflect_instruction/v2+json" and rows[0].raw_text == reply
+
+    teacher = Scripted([(json.dumps({"critique": "wrong sum", "better_answer": "4"}), "stop")])
+    rows, _ = reflect_responses(PAIRS[:1], teacher, Sampling(max_tokens=320), which="original")
+    assert rows[0].better_answer == "4" and teacher.calls[0][0].form.name == "reflect_response"
+
+
+def test_constrained_traces_from_a_json_server_are_rendered_then_validated():
+    steps = {"thinking": "7+1=9", "reflection": "no, 8", "after": "so 8", "output": "8"}
+    teacher = Scripted([(json.dumps(steps), "stop")])
+    rows, _ = generate_traces([Q("q1", "7+1?", "#### 8")], teacher, Sampling())
+    assert teacher.calls[0][0].form.name == "trace"
+    assert rows[0].valid and rows[0].verified and rows[0].raw_text.startswith("<thinking>")

@@ -75,6 +75,7 @@ def export_command(
     from pydantic import ValidationError
 
     from storage.hub_export import ExportError, ExportParams, run_export
+    from storage.store import StoreError
 
     try:
         curation = build_curation(
@@ -92,7 +93,7 @@ def export_command(
     except ValidationError as exc:
         err.print(f"[red]error:[/] {_validation_message(exc)}")
         raise typer.Exit(2) from exc
-    except (ExportError, ValueError, FileNotFoundError, OSError) as exc:
+    except (ExportError, StoreError, ValueError, FileNotFoundError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     _summary(result)

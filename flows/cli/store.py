@@ -18,11 +18,12 @@ StoreOpt = Annotated[str, typer.Option("--store", "-s", help="local path or s3:/
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the store's Delta tables.")
 
 
-def _open(uri: str) -> Any:
+def _open(uri: str, *, create: bool = False) -> Any:
+    """The store at ``uri``; only writing commands create one, reading a missing one is an error."""
     from storage.store import Store, StoreError
 
     try:
-        return Store(uri)
+        return Store(uri, create=create)
     except StoreError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -37,7 +38,7 @@ def ingest_command(
     from storage.ingest import ingest_to_store
     from tasks.runs import new_run_id
 
-    st = _open(store)
+    st = _open(store, create=True)
     try:
         _, counts = ingest_to_store(st, input, run_id or new_run_id("ingest"))
     except (ValueError, FileNotFoundError) as exc:

@@ -1,4 +1,4 @@
-"""The ``reflectory`` command line."""
+"""The ``reflectory`` command line: one module per command group, each a thin layer over flows and stores."""
 
 from __future__ import annotations
 
@@ -15,21 +15,17 @@ def main() -> None:
 
 
 def _register() -> None:
-    from flows import export_cli, serve_cli, store_cli
-    from flows.reflect_cli import reflect_command
-    from flows.run_cli import run_app
-    from flows.score_cli import score_command
+    from flows.cli import export, serve, store
+    from flows.cli.reflect import reflect_command
+    from flows.cli.run import run_app
+    from flows.cli.score import score_command
 
     app.command("score")(score_command)
     app.command("reflect")(reflect_command)
     app.add_typer(run_app, name="run")
-    store_cli.register(app)
-    export_cli.register(app)
-    serve_cli.register(app)
+    store.register(app)
+    export.register(app)
+    serve.register(app)
 
 
 _register()
-
-
-if __name__ == "__main__":
-    app()

@@ -32,9 +32,9 @@ def serve_command(
     ] = False,
 ) -> None:
     """Serve the deployments of a config file: schedules run them, and so can the Prefect UI."""
+    from flows.cli.env import prefect_defaults
     from flows.config_files import read_config
     from flows.deployments import DeploymentError, load_serve_config
-    from flows.run_cli import prefect_defaults
 
     prefect_defaults()
     try:

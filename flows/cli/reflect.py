@@ -26,39 +26,53 @@ def reflect_command(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write")],
     teacher: Annotated[
-        str, typer.Option(help="engine spec: hf:PATH, vllm:PATH, openai:MODEL@URL")
-    ] = "hf:smollm2",
+        str, typer.Option(help="engine spec: vllm:MODEL, hf:MODEL, openai:MODEL@URL")
+    ] = "vllm:smollm2",
     mode: Annotated[Mode, typer.Option(help="instruction, response or trace")] = Mode.instruction,
     option: Annotated[
         list[str] | None, typer.Option("--option", "-O", help="engine option KEY=VALUE")
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="new tokens per reply")] = 512,
     temperature: Annotated[float, typer.Option()] = 0.7,
+    repetition_penalty: Annotated[float, typer.Option(help="above 1 discourages repeating tokens")] = 1.0,
+    free_text: Annotated[
+        bool, typer.Option("--free-text", help="free-text replies instead of constrained forms")
+    ] = False,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int, typer.Option(help="rows per generate call")] = 64,
     limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
 ) -> None:
     """Run the instruction reflection, the response reflection, or trace generation on a file."""
     from flows.progress import progress_bar
-    from infra.engines import EngineError, Sampling, load_engine
+    from infra.engines import EngineError, Sampling, engine_to_run, load_engine
     from infra.engines.spec import parse_options
+    from tasks.teacher.forms import instruction_form, response_form, trace_form
     from tasks.teacher.stages import StageStats
 
+    sampling = Sampling(
+        max_tokens=max_tokens, temperature=temperature, seed=seed, repetition_penalty=repetition_penalty
+    )
     try:
+        if not free_text:
+            form = {Mode.instruction: instruction_form, Mode.response: response_form, Mode.trace: trace_form}[
+                mode
+            ]
+            form(max_tokens).field_tokens()  # a budget too small for the form: say so before loading
         rows, rejects = _read(input, mode)
+        if note := engine_to_run(teacher, parse_options(option))[1]:
+            console.print(f"[yellow]note:[/] {note}")
         engine = load_engine(teacher, parse_options(option))
     except (EngineError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     rows = rows[:limit] if limit else rows
-    sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
     stats, out = StageStats(), list[dict[str, Any]]()
     with progress_bar(
         f"{mode.value} reflection" if mode != Mode.trace else "traces", total=len(rows)
     ) as advance:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            produced, batch_stats = _run(mode, batch, engine, sampling)
+            produced, batch_stats = _run(mode, batch, engine, sampling, constrained=not free_text)
             out.extend(r.to_dict() for r in produced)
             stats = stats.merge(batch_stats)
             advance(len(batch))
@@ -80,14 +94,16 @@ def _read(source: str, mode: Mode) -> tuple[list[Any], list[Any]]:
     return questions.questions, questions.rejects
 
 
-def _run(mode: Mode, batch: list[Any], engine: Any, sampling: Any) -> tuple[list[Any], Any]:
+def _run(
+    mode: Mode, batch: list[Any], engine: Any, sampling: Any, *, constrained: bool
+) -> tuple[list[Any], Any]:
     from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
 
     if mode == Mode.instruction:
-        return reflect_instructions(batch, engine, sampling)
+        return reflect_instructions(batch, engine, sampling, constrained=constrained)
     if mode == Mode.response:
-        return reflect_responses(batch, engine, sampling, which="original")
-    return generate_traces(batch, engine, sampling)
+        return reflect_responses(batch, engine, sampling, which="original", constrained=constrained)
+    return generate_traces(batch, engine, sampling, constrained=constrained)
 
 
 def _summary(stats: Any, n_rejects: int, output: Path) -> None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Scoring speed on a GPU: the reference method (one pair at a time, four forward passes with labels)
+# against Reflectory's hf engine (length-sorted batches, projection only at target positions), on
+# a ~1B-parameter Llama with random bf16 weights built on the machine, over 512 Alpaca pairs.
+# Prints pairs/s of both, the ratio and the largest loss difference, and checks them against the
+# targets (>= 20x, <= 1e-3 in bf16). Made for a bare H200 with no network: Python 3.12, torch and
+# transformers, no pydantic: missing pure-Python dependencies come from carried wheels
+# (WHEELS=bench/wheels by default; scripts/gpu_wheels.sh fills it on a connected machine).
+#
+#   bash bench/gpu.sh              # on the GPU machine, under 8 minutes
+#   bash bench/gpu.sh --cpu-smoke  # the same code on CPU with a tiny model, under a minute
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=gpu
+[ "${1:-}" = "--cpu-smoke" ] && MODE=cpu
+PY="${PYTHON:-python3}"
+WHEELS="${WHEELS:-bench/wheels}"
+WORK="${WORK:-${TMPDIR:-/tmp}/reflectory-gpu-bench}"
+RESULTS="${OUT:-$WORK}"
+mkdir -p "$WORK" "$RESULTS"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
+
+# Pure-Python dependencies a bare machine may lack, from the carried wheels (never the network).
+for pair in pydantic:pydantic typing_inspection:typing-inspection annotated_types:annotated-types; do
+  module="${pair%%:*}" dist="${pair##*:}"
+  if ! "$PY" -c "import $module" 2>/dev/null; then
+    [ -d "$WHEELS" ] || { echo "error: $module is missing and there are no wheels in $WHEELS" >&2; exit 2; }
+    "$PY" -m pip install -q --no-index --find-links "$WHEELS" "$dist"
+  fi
+done
+"$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+
+if [ "$MODE" = gpu ]; then
+  "$PY" -c "import torch; assert torch.cuda.is_available(), 'no GPU: use --cpu-smoke'" || exit 2
+  "$PY" -c "import torch; print(torch.cuda.get_device_name(0))"
+  "$PY" bench/build_llama.py --size 1b --dtype bfloat16 --device cuda --out "$WORK/llama-1b"
+  ARGS=(--model "$WORK/llama-1b" --device cuda --dtype bfloat16 --pairs 512 --rounds 2 --batch-tokens 65536)
+  TARGET_RATIO=20 TARGET_DIFF=1e-3
+else
+  "$PY" bench/build_llama.py --size tiny --dtype float32 --out "$WORK/llama-tiny"
+  ARGS=(--model "$WORK/llama-tiny" --device cpu --dtype float32 --pairs 24 --rounds 1)
+  TARGET_RATIO=0 TARGET_DIFF=1e-4
+fi
+"$PY" bench/score.py "${ARGS[@]}" --template vicuna --methods reference,reflectory --json "$RESULTS/gpu-score.json"
+"$PY" - "$RESULTS/gpu-score.json" "$TARGET_RATIO" "$TARGET_DIFF" <<'EOF'
+import json, sys
+report, ratio_target, diff_target = json.load(open(sys.argv[1])), float(sys.argv[2]), float(sys.argv[3])
+ratio, diff = report["reflectory/reference"], report["max_loss_diff_vs_reference"]
+print(f"result: reflectory {ratio:.1f}x the reference's pairs/s (target >= {ratio_target:g}x), "
+      f"largest loss difference {diff:.2e} (target <= {diff_target:g})")
+sys.exit(0 if ratio >= ratio_target and diff <= diff_target else 1)
+EOF

@@ -1,0 +1,6 @@
+"""``python -m flows.cli``: the same as the ``reflectory`` command."""
+
+from flows.cli import app
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,198 @@
+"""``reflectory run recycle|traces``: factory flows from the command line (Prefect without a server).
+
+Parameters come from the flow's model (``flows.params``), filled from ``--config`` (JSON or YAML)
+and then from the flags that were given: a flag left out never overrides the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+run_app = typer.Typer(no_args_is_help=True, help="Run a factory flow end to end.")
+
+
+def merge_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """The config file's parameters with the given flags on top (a flag that is None was not given).
+
+    ``flags`` uses the command's names: ``teacher``/``student`` (specs), ``teacher_options`` and
+    ``student_options`` (merged key by key into the file's options), ``teacher_replicas`` and
+    ``student_replicas``, ``max_tokens``, ``temperature`` and ``repetition_penalty`` (sampling), and
+    top-level fields.
+    """
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for role in ("teacher", "student"):
+        model = dict(out.get(role) or {})
+        if (spec := flags.pop(role, None)) is not None:
+            model["spec"] = spec
+        if (options := flags.pop(f"{role}_options", None)) is not None:
+            model["options"] = {**(model.get("options") or {}), **options}
+        if (replicas := flags.pop(f"{role}_replicas", None)) is not None:
+            model["replicas"] = replicas
+        if model:
+            out[role] = model
+    sampling = dict(out.get("sampling") or {})
+    for key in ("max_tokens", "temperature", "repetition_penalty"):
+        if (value := flags.pop(key, None)) is not None:
+            sampling[key] = value
+    if sampling:
+        out["sampling"] = sampling
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
+    """One ``reflectory run NAME`` command per flow: the same options, the flow's params model."""
+
+    def command(
+        input: Annotated[
+            str | None, typer.Option("--input", "-i", help="file, folder or Hugging Face dataset")
+        ] = None,
+        store: Annotated[
+            str | None,
+            typer.Option("--store", "-s", help="local folder or s3://bucket/prefix [default: ./factory]"),
+        ] = None,
+        teacher: Annotated[
+            str | None, typer.Option(help="engine spec of the teacher [default: vllm:smollm2]")
+        ] = None,
+        student: Annotated[
+            str | None, typer.Option(help="engine spec of the student [default: vllm:smollm2]")
+        ] = None,
+        teacher_option: Annotated[
+            list[str] | None, typer.Option("--teacher-option", "-T", help="teacher engine option KEY=VALUE")
+        ] = None,
+        student_option: Annotated[
+            list[str] | None, typer.Option("--student-option", "-S", help="student engine option KEY=VALUE")
+        ] = None,
+        teacher_replicas: Annotated[int | None, typer.Option(help="teacher replicas [default: 1]")] = None,
+        student_replicas: Annotated[int | None, typer.Option(help="student replicas [default: 1]")] = None,
+        run_id: Annotated[
+            str | None, typer.Option(help="reuse to resume: only missing shards are computed")
+        ] = None,
+        shard_size: Annotated[int | None, typer.Option(help="pairs per shard [default: 64]")] = None,
+        limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
+        max_tokens: Annotated[
+            int | None, typer.Option(help="teacher tokens per reply [default: 512]")
+        ] = None,
+        temperature: Annotated[float | None, typer.Option(help="teacher temperature [default: 0.7]")] = None,
+        repetition_penalty: Annotated[
+            float | None, typer.Option(help="above 1 discourages repeating tokens [default: 1.0]")
+        ] = None,
+        free_text: Annotated[
+            bool | None,
+            typer.Option(
+                "--free-text/--constrained", help="free-text teacher replies instead of constrained forms"
+            ),
+        ] = None,
+        ray_address: Annotated[
+            str | None, typer.Option(help="'auto' or ray://host:10001; default: a local Ray")
+        ] = None,
+        offline: Annotated[
+            bool | None,
+            typer.Option("--offline/--online", help="never contact the Hub (also HF_HUB_OFFLINE=1)"),
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="JSON or YAML file with the flow's parameters (flags override it)")
+        ] = None,
+    ) -> None:
+        from flows.cli.env import prefect_defaults
+
+        prefect_defaults()
+        import flows.params
+        from flows.config_files import read_config
+        from infra.engines.spec import parse_options
+        from tasks.engine import EngineError
+
+        try:
+            base: dict[str, Any] = read_config(config) if config else {}
+            flags = {
+                "input": input, "store": store, "teacher": teacher, "student": student,
+                "teacher_options": parse_options(teacher_option) if teacher_option else None,
+                "student_options": parse_options(student_option) if student_option else None,
+                "teacher_replicas": teacher_replicas, "student_replicas": student_replicas,
+                "run_id": run_id, "shard_size": shard_size, "limit": limit, "max_tokens": max_tokens,
+                "temperature": temperature, "repetition_penalty": repetition_penalty,
+                "constrained": None if free_text is None else not free_text,
+                "ray_address": ray_address, "offline": offline,
+            }  # fmt: skip
+            merged = merge_flags(base, flags)
+        except (ValueError, EngineError) as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+        try:
+            params = getattr(flows.params, params_model)(**merged)
+        except Exception as exc:
+            err.print(f"[red]bad parameters:[/] {exc}")
+            raise typer.Exit(2) from exc
+        summary = run_flow(name, params)
+        _print_summary(name, summary, params.store)
+
+    command.__doc__ = doc
+    return command
+
+
+run_app.command("recycle")(
+    _run_command(
+        "recycle", "RecycleParams", "Selective Reflection-Tuning end to end: ingest, reflect, score, select."
+    )
+)
+run_app.command("traces")(
+    _run_command(
+        "traces",
+        "TracesParams",
+        "Reflection traces end to end: ingest questions, generate, validate and verify, score.",
+    )
+)
+
+
+def run_flow(name: str, params: Any) -> dict[str, Any]:
+    """Run a flow, turning the usual user errors into one clear line instead of a traceback."""
+    from flows.preflight import preflight
+    from flows.recycle import recycle_flow
+    from flows.traces import traces_flow
+    from infra.cluster import ClusterError
+    from infra.pool import PoolError
+    from storage.hub_export import ExportError
+    from storage.store import StoreError
+    from tasks.engine import EngineError
+
+    flows: dict[str, Callable[[Any], Any]] = {"recycle": recycle_flow, "traces": traces_flow}
+    try:
+        preflight(params, note=lambda line: err.print(f"[yellow]note:[/] {line}"))
+        return dict(flows[name](params))
+    except (
+        EngineError,
+        ClusterError,
+        StoreError,
+        PoolError,
+        ExportError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
+    table = Table(title=f"{name} run {summary['run_id']}", show_header=False)
+    for key in ("pairs", "questions", "shards", "resumed_shards", "valid", "verified", "kept"):
+        if key in summary:
+            table.add_row(key.replace("_", " "), str(summary[key]))
+    for reason, n in sorted(summary["reasons"].items()):
+        table.add_row(f"  {reason}", str(n))
+    console.print(table)
+    console.print("Look at the results with SQL, for example:")
+    query = {
+        "recycle": "SELECT variant, reason, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd, "
+        "left(instruction, 40) AS instruction FROM selected",
+        "traces": "SELECT reason, verified, n_reflections, round(ifd_ppl, 3) AS ifd, "
+        "left(question, 40) AS question FROM traces",
+    }[name]
+    console.print(f"  reflectory sql --store {store} \"{query} WHERE run_id = '{summary['run_id']}'\"")

@@ -1,0 +1,247 @@
+"""Prefect tasks, one per (stage, shard): ask the store, compute with an engine, commit once, summarise.
+
+Resume has one owner, the store (DESIGN.md section 4). A task first asks whether its shard is
+committed; if so it reads that shard back (only its files) and returns the summary, spending no
+engine time. Otherwise it reads its inputs (the upstream stages' rows of the same shard) from the
+store, calls the pure stage logic with an engine, commits the rows once (a Delta app transaction),
+and returns a small summary: counts, tokens, seconds. Rows never travel back to the flow and are
+never put in Prefect's result storage or an input-keyed cache, so a deleted store means every
+shard is computed again, and a kill between two stages loses only the stage that was running.
+
+The engines and the store come in through ``Services``: this module does not know Ray or Delta.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.engine import Engine, ModelRole, Sampling
+from tasks.prompts import PROMPT_VERSIONS
+from tasks.recycle import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
+from tasks.scoring.score import score_pairs, score_responses
+from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
+from tasks.traces import SimpleQuestion, scorable, score_text, trace_table_rows
+
+Rows = list[dict[str, Any]]
+
+
+class ShardStore(Protocol):
+    """The part of the store a shard task uses (``storage.store.Store`` implements it)."""
+
+    def shard_committed(self, name: str, run_id: str, stage: str, shard: int) -> bool: ...
+
+    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> Rows: ...
+
+    def commit_shard(self, name: str, rows: Rows, *, run_id: str, stage: str, shard: int) -> bool: ...
+
+
+class Services(Protocol):
+    """What shard tasks need from outside the pure side: an engine per model role, and the store."""
+
+    def engine(self, role: ModelRole) -> Engine: ...
+
+    def store(self) -> ShardStore: ...
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of a run: its items and the models and sampling that work on them."""
+
+    run_id: str
+    shard: int
+    pairs: tuple[tuple[str, str, str, str], ...]  # (id, instruction, input, output); questions: input ""
+    teacher: ModelRole
+    student: ModelRole
+    sampling: Sampling
+    constrained: bool = True
+    prompt_versions: dict[str, str] = field(default_factory=lambda: dict(PROMPT_VERSIONS))
+
+    def seeds(self) -> list[SimplePair]:
+        return [SimplePair(*p) for p in self.pairs]
+
+    def questions(self) -> list[SimpleQuestion]:
+        """The traces flow's items: (id, question, "", gold answer or "")."""
+        return [SimpleQuestion(id, question, answer or None) for id, question, _, answer in self.pairs]
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a shard task returns to the flow instead of its rows."""
+
+    stage: str
+    shard: int
+    rows: int
+    resumed: bool
+    seconds: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # the stage's outcome column, value -> rows
+    flags: dict[str, int] = field(default_factory=dict)  # kept / valid / verified -> rows where true
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's table, its name in the store's shard keys, and the column its summary counts."""
+
+    table: str
+    name: str
+    count_by: str
+
+
+INSTRUCTION = Stage("reflections", "instruction", "parse_status")
+RESPONSE = Stage("reflections", "response", "parse_status")
+SCORE = Stage("scores", "score", "variant")
+SELECT = Stage("selected", "select", "reason")
+GENERATE = Stage("trace_replies", "generate", "invalid_reason")
+TRACE = Stage("traces", "trace", "reason")
+FLAGS = ("kept", "valid", "verified")
+
+
+def summarize(stage: Stage, shard: int, rows: Rows, *, resumed: bool, seconds: float) -> ShardSummary:
+    """Counts, flags and teacher tokens of a shard's rows (pure)."""
+    present = rows[0].keys() if rows else ()
+    return ShardSummary(
+        stage=stage.name,
+        shard=shard,
+        rows=len(rows),
+        resumed=resumed,
+        seconds=seconds,
+        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in rows),
+        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in rows),
+        counts=dict(Counter(str(r.get(stage.count_by) or "ok") for r in rows)),
+        flags={k: sum(1 for r in rows if r.get(k) is True) for k in FLAGS if k in present},
+    )
+
+
+def run_stage(
+    job: ShardJob, services: Services, stage: Stage, compute: Callable[[ShardStore], Rows]
+) -> ShardSummary:
+    """The committed shard's summary, or compute, commit once and summarise."""
+    t0 = time.perf_counter()
+    store = services.store()
+    if store.shard_committed(stage.table, job.run_id, stage.name, job.shard):
+        rows = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
+        return summarize(stage, job.shard, rows, resumed=True, seconds=time.perf_counter() - t0)
+    rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
+    store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
+    return summarize(stage, job.shard, rows, resumed=False, seconds=time.perf_counter() - t0)
+
+
+def _upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
+    """An upstream stage's rows of this shard; it committed before this task was started."""
+    if not store.shard_committed(stage.table, job.run_id, stage.name, job.shard):
+        raise RuntimeError(f"shard {job.shard} of stage {stage.name!r} is not in the store")
+    return store.read_shard(stage.table, job.run_id, stage.name, job.shard)
+
+
+def _reflections(rows: Sequence[dict[str, Any]]) -> list[ReflectionRow]:
+    names = ReflectionRow.__dataclass_fields__
+    return [ReflectionRow(**{k: row[k] for k in names}) for row in rows]
+
+
+# Retries cover transient failures (an engine replica restarting, a commit conflict); nothing is
+# cached or persisted by Prefect: the store is the record.
+TASK_OPTIONS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": [2, 10],
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+
+
+@task(name="reflect-instructions", **TASK_OPTIONS)
+def reflect_instructions_task(job: ShardJob, services: Services) -> ShardSummary:
+    def compute(_: ShardStore) -> Rows:
+        rows, _stats = reflect_instructions(
+            job.seeds(), services.engine(job.teacher), job.sampling, constrained=job.constrained
+        )
+        return [r.to_dict() for r in rows]
+
+    return run_stage(job, services, INSTRUCTION, compute)
+
+
+@task(name="reflect-responses", **TASK_OPTIONS)
+def reflect_responses_task(job: ShardJob, services: Services) -> ShardSummary:
+    def compute(store: ShardStore) -> Rows:
+        teacher = services.engine(job.teacher)
+        instruction_rows = _reflections(_upstream(store, job, INSTRUCTION))
+        original, _ = reflect_responses(
+            job.seeds(), teacher, job.sampling, which="original", constrained=job.constrained
+        )
+        reflected, _ = reflect_responses(
+            reflected_pairs(instruction_rows),
+            teacher,
+            job.sampling,
+            which="reflected",
+            constrained=job.constrained,
+        )
+        return [r.to_dict() for r in [*original, *reflected]]
+
+    return run_stage(job, services, RESPONSE, compute)
+
+
+@task(name="score-variants", **TASK_OPTIONS)
+def score_task(job: ShardJob, services: Services) -> ShardSummary:
+    def compute(store: ShardStore) -> Rows:
+        student = services.engine(job.student)
+        cands = candidates(
+            job.seeds(),
+            _reflections(_upstream(store, job, INSTRUCTION)),
+            _reflections(_upstream(store, job, RESPONSE)),
+        )
+        return score_rows(cands, score_pairs([c.text for c in cands], student), student.spec)
+
+    return run_stage(job, services, SCORE, compute)
+
+
+@task(name="select", **TASK_OPTIONS)
+def select_task(job: ShardJob, services: Services) -> ShardSummary:
+    def compute(store: ShardStore) -> Rows:
+        version = "+".join(job.prompt_versions[k] for k in ("reflect_instruction", "reflect_response"))
+        return selection_rows(
+            _upstream(store, job, SCORE),
+            teacher=job.teacher.spec,
+            student=job.student.spec,
+            prompt_version=version,
+        )
+
+    return run_stage(job, services, SELECT, compute)
+
+
+@task(name="generate-traces", **TASK_OPTIONS)
+def generate_traces_task(job: ShardJob, services: Services) -> ShardSummary:
+    """Teacher traces, validated and verified, committed before any scoring: no teacher token is lost."""
+
+    def compute(_: ShardStore) -> Rows:
+        rows, _stats = generate_traces(
+            job.questions(), services.engine(job.teacher), job.sampling, constrained=job.constrained
+        )
+        return [r.to_dict() for r in rows]
+
+    return run_stage(job, services, GENERATE, compute)
+
+
+@task(name="score-traces", **TASK_OPTIONS)
+def score_traces_task(job: ShardJob, services: Services) -> ShardSummary:
+    """IFD of each keepable trace given its question, and the keep decision."""
+
+    def compute(store: ShardStore) -> Rows:
+        student = services.engine(job.student)
+        traces = [
+            {k: v for k, v in r.items() if k not in ("run_id", "shard")}
+            for r in _upstream(store, job, GENERATE)
+        ]
+        todo = [t for t in traces if scorable(t)]
+        scores = score_responses([score_text(t) for t in todo], student)
+        return trace_table_rows(
+            traces, {t["source_id"]: s for t, s in zip(todo, scores, strict=True)}, student.spec
+        )
+
+    return run_stage(job, services, TRACE, compute)

@@ -1,0 +1,84 @@
+"""Run ``reflectory`` with a crash at a known point, for the resume tests (fault injection, tests only).
+
+    python -m tests.crash_points kill-after-commits TABLE N -- run recycle ...
+        SIGKILL this process group right after the N-th shard commit to TABLE. Commits are
+        serialised, so exactly N shards of TABLE are in the store when the process dies.
+    python -m tests.crash_points kill-replicas-after-batches N -- run recycle ...
+        SIGKILL every replica process of the teacher's pool once N batch calls have returned, then
+        carry on: the next batches find dead replicas, which Ray restarts and the pool retries.
+
+Everything else is the real command: real Prefect, Ray, Delta and engines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def say(text: str) -> None:
+    """Straight to file descriptor 2: a progress display may hold ``sys.stderr`` when we are killed."""
+    os.write(2, (text + "\n").encode())
+
+
+def kill_after_commits(table: str, n: int) -> None:
+    from storage.store import Store
+
+    original = Store.commit_shard
+    lock = threading.Lock()
+    done = 0
+
+    def commit_shard(self: Store, name: str, rows: Any, **kw: Any) -> bool:
+        nonlocal done
+        with lock:
+            committed = original(self, name, rows, **kw)
+            if name == table and committed:
+                done += 1
+                if done == n:
+                    say(f"crash point: {n} shards of {table} committed; killing")
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+            return committed
+
+    Store.commit_shard = commit_shard  # type: ignore[method-assign]
+
+
+def kill_replicas_after_batches(n: int) -> None:
+    from infra.pool import EnginePool
+
+    original = EnginePool._map
+    lock = threading.Lock()
+    calls = 0
+
+    def _map(self: EnginePool, method: str, batches: Any, *args: Any) -> Any:
+        nonlocal calls
+        out = original(self, method, batches, *args)
+        with lock:
+            calls += 1
+            if calls == n:
+                say(f"crash point: killing replicas {self.pids} of {self.spec}")
+                for pid in self.pids:
+                    os.kill(pid, signal.SIGKILL)
+        return out
+
+    EnginePool._map = _map  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> None:
+    split = argv.index("--")
+    point, cli = argv[:split], argv[split + 1 :]
+    if point[0] == "kill-after-commits":
+        kill_after_commits(point[1], int(point[2]))
+    elif point[0] == "kill-replicas-after-batches":
+        kill_replicas_after_batches(int(point[1]))
+    else:
+        raise SystemExit(f"unknown crash point {point[0]!r}")
+    from flows.cli import app
+
+    app(cli, prog_name="reflectory")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,32 @@
+"""``bench/gpu.sh --cpu-smoke``: the GPU benchmark's own code on CPU with a tiny model, kept working."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_gpu_benchmark_runs_on_cpu(tmp_path: Path) -> None:
+    environ = dict(os.environ, PYTHON=sys.executable, WORK=str(tmp_path), OUT=str(tmp_path / "out"))
+    out = subprocess.run(
+        ["bash", "bench/gpu.sh", "--cpu-smoke"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "result: reflectory" in out.stdout
+    report = json.loads((tmp_path / "out" / "gpu-score.json").read_text())
+    assert report["pairs"] == 24 and report["max_loss_diff_vs_reference"] <= 1e-4
+    assert set(report["pairs_per_s"]) == {"reference", "reflectory"}

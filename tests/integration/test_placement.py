@@ -1,0 +1,73 @@
+"""Replicas that need several GPUs reserve them through placement groups (GPUs declared to Ray).
+
+Ray is told the machine has 4 GPUs; the replicas run the tiny model on the CPU, so what is tested
+is the placement: two replicas of 2 GPUs each are placed in placement groups of their own, and a
+replica that cannot fit is a clear error after a short timeout instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.pool import EnginePool, PoolError
+from tasks.engine import ModelRole
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_with_4_gpus() -> Iterator[None]:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address="local", num_cpus=4, num_gpus=4, include_dashboard=False, namespace="reflectory",
+        log_to_driver=False,
+    )  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+def role(model: Path, replicas: int, num_gpus: float, threads: int = 1) -> ModelRole:
+    """Different ``threads`` make a different model key, hence replicas of their own."""
+    return ModelRole(
+        spec=f"hf:{model}", options={"device": "cpu", "threads": threads}, num_cpus=0.5, replicas=replicas,
+        num_gpus=num_gpus,
+    )  # fmt: skip
+
+
+def test_two_replicas_of_two_gpus_each_are_placed_and_a_third_gets_a_clear_error(
+    ray_with_4_gpus: None, tiny_model_path: Path
+) -> None:
+    import ray
+
+    pool = EnginePool(role(tiny_model_path, replicas=2, num_gpus=2))
+    try:
+        groups = {r["placement_group"] for r in pool.replicas_ready}
+        assert len(groups) == 2 and None not in groups  # one placement group per replica
+        gpus = [set(r["gpus"]) for r in pool.replicas_ready]
+        assert all(len(g) == 2 for g in gpus) and not gpus[0] & gpus[1]  # 2 GPUs each, none shared
+        assert ray.available_resources().get("GPU", 0) == 0
+
+        # Everything is taken: one more replica waits for its GPUs, then says so.
+        with pytest.raises(PoolError, match=r"could not be placed within 3 s: it needs 2 GPUs .* 0 of"):
+            EnginePool(role(tiny_model_path, replicas=1, num_gpus=2, threads=2), placement_timeout_s=3)
+    finally:
+        pool.close()
+    # Closing the pool gives the GPUs back (Ray reports freed resources a moment later).
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("GPU", 0) != 4:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.1)
+
+
+def test_more_gpus_than_the_cluster_has_is_an_error_at_once(
+    ray_with_4_gpus: None, tiny_model_path: Path
+) -> None:
+    with pytest.raises(PoolError, match=r"3 replicas x 2 GPUs .* need 6 GPUs; the Ray cluster has 4"):
+        EnginePool(role(tiny_model_path, replicas=3, num_gpus=2))
