@@ -86,8 +86,14 @@ class BatchMerger:
     merged batches is how vLLM's continuous batching gets enough sequences.
     """
 
-    def __init__(self, run: Callable[[str, Any, list[Any]], list[Any]], bound: int) -> None:
+    def __init__(
+        self,
+        run: Callable[[str, Any, list[Any]], list[Any]],
+        bound: int,
+        mergeable: Callable[[str, Any], bool] = lambda method, arg: True,
+    ) -> None:
         self.run = run
+        self.mergeable = mergeable
         self.bound = max(1, bound)
         self.stats = MergeStats()
         self._queue: deque[_Pending] = deque()
@@ -126,6 +132,8 @@ class BatchMerger:
     def _take(self) -> list[_Pending]:
         first = self._queue.popleft()
         taken, size = [first], len(first.items)
+        if not self.mergeable(*first.key):
+            return taken
         for other in list(self._queue):
             if other.key == first.key and size + len(other.items) <= self.bound:
                 self._queue.remove(other)
@@ -165,7 +173,14 @@ class _EngineActor:
 
         self.engine = load_engine(spec, options)
         bound = merge_bound or int(getattr(self.engine, "max_requests_per_call", 64))
-        self.merger = BatchMerger(self._run, bound)
+        self.merger = BatchMerger(self._run, bound, self._mergeable)
+
+    def _mergeable(self, method: str, sampling: Any) -> bool:
+        """Merging must not change a reply: fine for scoring, greedy decoding, and engines that seed
+        each request on its own (vLLM, servers); not for sampling on one global generator (hf)."""
+        if method != "generate" or sampling.temperature == 0:
+            return True
+        return bool(getattr(self.engine, "seeds_each_request", False))
 
     def _run(self, method: str, sampling: Any, items: list[Any]) -> list[Any]:
         if method == "generate":

@@ -124,33 +124,23 @@ class Store:
         dt = self.delta(name)
         return dt is not None and dt.transaction_version(_app_id(run_id, stage, name, shard)) is not None
 
-    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> list[dict[str, Any]]:
-        """A committed shard's rows (without ``shard_key``), read from the files that hold it only."""
+    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> list[dict[str, Any]] | None:
+        """A committed shard's rows (without ``shard_key``), read from the files that hold it only;
+        None when the shard has not been committed. One read of the table's log."""
         key = _app_id(run_id, stage, name, shard)
-        table = self.shard_table(name, key)
+        dt = self.delta(name)
+        if dt is None or dt.transaction_version(key) is None:
+            return None
+        table = self._shard_table(dt, key)
         return table.drop_columns(["shard_key"]).to_pylist() if "shard_key" in table.column_names else []
 
     def shard_files(self, name: str, key: str) -> list[str]:
         """Files of the table that may hold rows of shard ``key``, by their statistics (all, without)."""
         dt = self.delta(name)
-        if dt is None:
-            return []
-        actions = pa.table(dt.get_add_actions(flatten=True))
-        paths = actions.column("path").to_pylist()
-        if "min.shard_key" not in actions.column_names:
-            return paths  # a table written before the statistics were kept: no pruning
-        lows, highs = actions.column("min.shard_key").to_pylist(), actions.column("max.shard_key").to_pylist()
-        return [
-            p
-            for p, lo, hi in zip(paths, lows, highs, strict=True)
-            if lo is None or hi is None or lo <= key <= hi
-        ]
+        return [] if dt is None else _files_with(dt, key)
 
-    def shard_table(self, name: str, key: str) -> pa.Table:
-        dt = self.delta(name)
-        if dt is None:
-            return schema_of(name).empty_table()
-        wanted = set(self.shard_files(name, key))
+    def _shard_table(self, dt: DeltaTable, key: str) -> pa.Table:
+        wanted = set(_files_with(dt, key))
         dataset = dt.to_pyarrow_dataset()
         fragments = [f for f in dataset.get_fragments() if f.path in wanted]
         files = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
@@ -288,6 +278,18 @@ class Store:
         from .sql import connect
 
         return connect(self, as_of=as_of).sql(query)
+
+
+def _files_with(dt: DeltaTable, key: str) -> list[str]:
+    """The table's files whose ``shard_key`` statistics admit ``key`` (every file where there are none)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    if "min.shard_key" not in actions.column_names:
+        return paths  # a table written before the statistics were kept: no pruning
+    lows, highs = actions.column("min.shard_key").to_pylist(), actions.column("max.shard_key").to_pylist()
+    return [
+        p for p, lo, hi in zip(paths, lows, highs, strict=True) if lo is None or hi is None or lo <= key <= hi
+    ]
 
 
 def _app_id(run_id: str, stage: str, name: str, shard: int) -> str:

@@ -35,9 +35,9 @@ Rows = list[dict[str, Any]]
 class ShardStore(Protocol):
     """The part of the store a shard task uses (``storage.store.Store`` implements it)."""
 
-    def shard_committed(self, name: str, run_id: str, stage: str, shard: int) -> bool: ...
-
-    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> Rows: ...
+    def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> Rows | None:
+        """The committed shard's rows, or None when it has not been committed."""
+        ...
 
     def commit_shard(self, name: str, rows: Rows, *, run_id: str, stage: str, shard: int) -> bool: ...
 
@@ -126,9 +126,9 @@ def run_stage(
     """The committed shard's summary, or compute, commit once and summarise."""
     t0 = time.perf_counter()
     store = services.store()
-    if store.shard_committed(stage.table, job.run_id, stage.name, job.shard):
-        rows = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
-        return summarize(stage, job.shard, rows, resumed=True, seconds=time.perf_counter() - t0)
+    stored = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
+    if stored is not None:
+        return summarize(stage, job.shard, stored, resumed=True, seconds=time.perf_counter() - t0)
     rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
     store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
     return summarize(stage, job.shard, rows, resumed=False, seconds=time.perf_counter() - t0)
@@ -136,9 +136,10 @@ def run_stage(
 
 def _upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
     """An upstream stage's rows of this shard; it committed before this task was started."""
-    if not store.shard_committed(stage.table, job.run_id, stage.name, job.shard):
+    rows = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
+    if rows is None:
         raise RuntimeError(f"shard {job.shard} of stage {stage.name!r} is not in the store")
-    return store.read_shard(stage.table, job.run_id, stage.name, job.shard)
+    return rows
 
 
 def _reflections(rows: Sequence[dict[str, Any]]) -> list[ReflectionRow]:

@@ -68,6 +68,7 @@ class OpenAIEngine:
         self.spec = spec or f"openai:{model}@{self.base_url}"
         self.usage = TokenUsage()
         self.max_requests_per_call = self.options.concurrency
+        self.seeds_each_request = True  # one HTTP request per chat, each with the seed
         self._structured: str | None = None  # "vllm" or "json_schema", asked once when "auto"
         self._tokenizer: TextTokenizer | None = None
         self._lock = threading.Lock()

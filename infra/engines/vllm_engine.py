@@ -94,6 +94,8 @@ class VLLMEngine:
         except Exception as exc:
             raise EngineError(f"vLLM could not load {model!r}: {exc}") from exc
         self.tokenizer = TextTokenizer(self.llm.get_tokenizer(), opts.chat_template, opts.max_length)
+        # Every request gets its own generator from its seed: a reply does not depend on its batch.
+        self.seeds_each_request = True
         # What one call should hold: vLLM's scheduler capacity on a GPU, what measured best on a CPU.
         self.max_requests_per_call = (
             CPU_REQUESTS_PER_CALL
