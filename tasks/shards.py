@@ -206,6 +206,7 @@ def score_task(job: ShardJob, services: Services) -> ShardSummary:
 def select_task(job: ShardJob, services: Services) -> ShardSummary:
     def compute(store: ShardStore) -> Rows:
         version = "+".join(job.prompt_versions[k] for k in ("reflect_instruction", "reflect_response"))
+        version += "+json" if job.constrained else ""
         return selection_rows(
             _upstream(store, job, SCORE),
             teacher=job.teacher.spec,
