@@ -1,7 +1,9 @@
 """What the factory costs around the engine: the recycle flow against the same engine calls in one process.
 
 The model is the tiny local Llama, so the engine's own work is nearly free and what is left is
-orchestration: Prefect tasks, Ray actors, store commits, result handling. For each size:
+orchestration: Prefect tasks, Ray actors, store commits, result handling. Teacher replies are free
+text (``--free-text``), so that tiny budgets work and a checkout from before constrained forms
+compares like for like. For each size:
 
 - raw: the recycle stages in this process, shard by shard (instruction reflections, response
   reflections of the original and the reflected pairs, scoring of every variant, selection), on
@@ -13,8 +15,8 @@ It prints the ratio raw / flow (1.0 = no overhead), seconds per pair, the flow p
 memory (RSS, sampled) and the bytes the flow wrote outside the store (its ``PREFECT_HOME``: the
 ephemeral API's database and any result storage). ``--root`` runs the flow of another checkout, to
 measure the same numbers before a change. Usage:
-    OMP_WAIT_POLICY=PASSIVE python bench/overhead.py [--pairs 256 1024 4096] [--shard-size 64]
-        [--max-tokens 8] [--root /path/to/other/checkout] [--skip-raw]
+    OMP_WAIT_POLICY=PASSIVE python bench/overhead.py [--pairs 256 1024 4096] [--replicas 1 2]
+        [--shard-size 64] [--max-tokens 8] [--root /path/to/other/checkout] [--skip-raw]
 """
 
 from __future__ import annotations
@@ -62,9 +64,18 @@ def peak_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
     out.append(peak)
 
 
-def run_flow(root: Path, model: Path, inp: Path, work: Path, shard_size: int, max_tokens: int) -> dict:
-    home = work / "prefect-home"
-    store = work / "store"
+def run_flow(
+    root: Path,
+    model: Path,
+    inp: Path,
+    work: Path,
+    shard_size: int,
+    max_tokens: int,
+    free_text: list[str],
+    replicas: int = 1,
+) -> dict:
+    home = work / f"prefect-home-{replicas}"
+    store = work / f"store-{replicas}"
     env = dict(
         os.environ,
         PYTHONPATH=str(root),
@@ -76,7 +87,8 @@ def run_flow(root: Path, model: Path, inp: Path, work: Path, shard_size: int, ma
     cmd = [
         sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(store),
         "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--run-id", "bench",
-        "--shard-size", str(shard_size), "--max-tokens", str(max_tokens),
+        "--shard-size", str(shard_size), "--max-tokens", str(max_tokens), *free_text,
+        *(["--teacher-replicas", str(replicas), "--student-replicas", str(replicas)] if replicas > 1 else []),
     ]  # fmt: skip
     log = (work / "flow.log").open("wb")
     t0 = time.perf_counter()
@@ -113,9 +125,11 @@ def run_raw(model: Path, inp: Path, shard_size: int, max_tokens: int) -> dict:
     pairs = [SimplePair(p.id, p.instruction, p.input, p.output) for p in load_pairs(str(inp)).pairs]
     for start in range(0, len(pairs), shard_size):
         seeds = pairs[start : start + shard_size]
-        ins, _ = reflect_instructions(seeds, engine, sampling)
-        orig, _ = reflect_responses(seeds, engine, sampling, which="original")
-        refl, _ = reflect_responses(reflected_pairs(ins), engine, sampling, which="reflected")
+        ins, _ = reflect_instructions(seeds, engine, sampling, constrained=False)
+        orig, _ = reflect_responses(seeds, engine, sampling, which="original", constrained=False)
+        refl, _ = reflect_responses(
+            reflected_pairs(ins), engine, sampling, which="reflected", constrained=False
+        )
         cands = candidates(seeds, ins, [*orig, *refl])
         rows = score_rows(cands, score_pairs([c.text for c in cands], engine), engine.spec)
         selection_rows(rows, teacher=engine.spec, student=engine.spec, prompt_version="bench")
@@ -129,6 +143,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=8, help="teacher tokens per reply")
     ap.add_argument("--root", type=Path, default=ROOT, help="checkout whose flow runs (default: this one)")
     ap.add_argument("--skip-raw", action="store_true", help="flow only (e.g. for --root of an old checkout)")
+    ap.add_argument(
+        "--replicas", type=int, nargs="+", default=[1], help="engine replicas of the flow (one run each)"
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -141,25 +158,30 @@ def main() -> None:
             f"flow of {args.root}; tiny model; shard size {args.shard_size}; {args.max_tokens} tokens/reply"
         )
         print(
-            "| pairs | raw s | flow s | raw / flow | flow s/pair | peak RSS MB "
+            "| pairs | replicas | raw s | flow s | raw / flow | flow s/pair | peak RSS MB "
             "| outside store MB | store MB |"
         )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for n in args.pairs:
             work = Path(tmp) / f"n{n}"
             work.mkdir()
             inp = work / "pairs.jsonl"
             write_pairs(inp, n)
             raw = None if args.skip_raw else run_raw(model, inp, args.shard_size, args.max_tokens)
-            flow = run_flow(args.root, model, inp, work, args.shard_size, args.max_tokens)
-            ratio = f"{raw['seconds'] / flow['seconds']:.2f}x" if raw else "-"
-            raw_s = f"{raw['seconds']:.1f}" if raw else "-"
-            print(
-                f"| {n} | {raw_s} | {flow['seconds']:.1f} | {ratio} | {flow['seconds'] / n:.3f} | "
-                f"{flow['peak_rss_mb']:.0f} | {flow['outside_store_mb']:.1f} | {flow['store_mb']:.1f} |",
-                flush=True,
-            )
-            results.append({"pairs": n, "raw": raw, "flow": flow})
+            # Free text: the engine's work stays nearly free (8 tokens hold no reply form), and an older
+            # checkout (``--root``, before constrained forms) runs the same flow.
+            free = ["--free-text"] if (args.root / "tasks" / "teacher" / "forms.py").exists() else []
+            for replicas in args.replicas:
+                flow = run_flow(args.root, model, inp, work, args.shard_size, args.max_tokens, free, replicas)
+                ratio = f"{raw['seconds'] / flow['seconds']:.2f}x" if raw else "-"
+                raw_s = f"{raw['seconds']:.1f}" if raw else "-"
+                print(
+                    f"| {n} | {replicas} | {raw_s} | {flow['seconds']:.1f} | {ratio} | "
+                    f"{flow['seconds'] / n:.3f} | {flow['peak_rss_mb']:.0f} | "
+                    f"{flow['outside_store_mb']:.1f} | {flow['store_mb']:.1f} |",
+                    flush=True,
+                )
+                results.append({"pairs": n, "replicas": replicas, "raw": raw, "flow": flow})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -212,8 +212,15 @@ class EnginePool:
     """Replicas of one engine as named Ray actors, used like a single engine (and thread-safe)."""
 
     def __init__(
-        self, role: ModelRole, *, ready_timeout_s: float = 900.0, placement_timeout_s: float = 120.0
+        self,
+        role: ModelRole,
+        *,
+        ready_timeout_s: float = 900.0,
+        placement_timeout_s: float = 120.0,
+        wait: bool = True,
     ) -> None:
+        """Start the replicas; with ``wait=False`` return at once (they load their models meanwhile,
+        and the first call waits for them: ``wait_ready``)."""
         import ray
 
         from infra.engines import load_tokenizer
@@ -233,21 +240,38 @@ class EnginePool:
         for i, name in enumerate(self.names):
             options = self._actor_options(i, name, placement_timeout_s)
             self.actors.append(remote.options(**options).remote(role.spec, role.options, role.merge_bound))
-        try:
-            ready = ray.get([a.ready.remote() for a in self.actors], timeout=ready_timeout_s)
-        except Exception as exc:
-            self.close()
-            raise PoolError(f"replicas of {role.spec} did not start: {_cause(exc)}") from exc
-        self.replicas_ready: list[dict[str, Any]] = list(ready)
-        self.pids: list[int] = [r["pid"] for r in ready]
-        self.merge_bounds = [int(r["merge_bound"]) for r in ready]
-        self.pids_at_start = list(self.pids)
-        self.max_in_flight = role.max_in_flight or max(
-            2, math.ceil(max(self.merge_bounds) / role.batch_size) + 1
-        )
+        self._ready_refs = [a.ready.remote() for a in self.actors]
+        self._ready_lock = threading.Lock()
+        self.replicas_ready: list[dict[str, Any]] = []
+        self.pids: list[int] = []
+        self.pids_at_start: list[int] = []
+        self.merge_bounds: list[int] = []
+        self.max_in_flight = 1
         self.retried = 0  # batches sent again after their replica died
         self._load = [0] * len(self.actors)
         self._slots = threading.Condition()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every replica has loaded its model (once; later calls return at once)."""
+        import ray
+
+        with self._ready_lock:
+            if self.replicas_ready:
+                return
+            try:
+                ready = ray.get(self._ready_refs, timeout=self.ready_timeout_s)
+            except Exception as exc:
+                self.close()
+                raise PoolError(f"replicas of {self.role.spec} did not start: {_cause(exc)}") from exc
+            self.pids = [r["pid"] for r in ready]
+            self.merge_bounds = [int(r["merge_bound"]) for r in ready]
+            self.pids_at_start = list(self.pids)
+            self.max_in_flight = self.role.max_in_flight or max(
+                2, math.ceil(max(self.merge_bounds) / self.role.batch_size) + 1
+            )
+            self.replicas_ready = list(ready)
 
     def _actor_options(self, index: int, name: str, placement_timeout_s: float) -> dict[str, Any]:
         role, placement = self.role, self.placement
@@ -353,6 +377,8 @@ class EnginePool:
 
     def _map(self, method: str, batches: Sequence[Sequence[Any]], *args: Any) -> list[Any]:
         import ray
+
+        self.wait_ready()
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
         queue = deque(range(len(batches)))
@@ -417,16 +443,23 @@ _POOLS: dict[str, EnginePool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(role: ModelRole) -> EnginePool:
-    """One pool per model key in this process: a teacher and a student on one model share it.
+def start_pool(role: ModelRole) -> EnginePool:
+    """The pool of ``role`` in this process, its replicas started but perhaps still loading.
 
-    Thread-safe: concurrent shard tasks asking for the same model get the same replicas.
+    One pool per model key: a teacher and a student on one model share it. Thread-safe.
     """
     key = f"{role.key()}:{role.replicas}"
     with _POOLS_LOCK:
         if key not in _POOLS:
-            _POOLS[key] = EnginePool(role)
+            _POOLS[key] = EnginePool(role, wait=False)
         return _POOLS[key]
+
+
+def get_pool(role: ModelRole) -> EnginePool:
+    """The pool of ``role``, ready: concurrent shard tasks asking for one model get the same replicas."""
+    pool = start_pool(role)
+    pool.wait_ready()
+    return pool
 
 
 def close_pools() -> None:

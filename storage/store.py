@@ -33,7 +33,8 @@ from .schemas import TABLES, conform, schema_of
 MAX_COMMIT_RETRIES = 100
 WRITE_ATTEMPTS = 20
 # Columns whose min/max statistics Delta keeps per file: what shard reads and run filters prune on.
-TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key"}
+# A checkpoint every 20 commits keeps each read of a table's log short (a run commits once per shard).
+TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key", "delta.checkpointInterval": "20"}
 
 
 class StoreError(RuntimeError):
@@ -157,7 +158,8 @@ class Store:
         does not reject on the app transaction alone) leave exactly one copy.
         """
         app_id = _app_id(run_id, stage, name, shard)
-        if self.shard_committed(name, run_id, stage, shard):
+        known = self.delta(name)  # one read of the log serves the check and the schema
+        if known is not None and known.transaction_version(app_id) is not None:
             return False
         table = conform(name, rows)
         keys = pa.array([app_id] * table.num_rows, pa.string())
@@ -175,6 +177,7 @@ class Store:
             props,
             predicate=predicate,
             already_done=lambda: self.shard_committed(name, run_id, stage, shard),
+            known=known,
         )
 
     def _write(
@@ -185,18 +188,21 @@ class Store:
         *,
         predicate: str | None = None,
         already_done: Callable[[], bool] | None = None,
+        known: DeltaTable | None = None,
     ) -> bool:
         """Append, retrying commits that lose a race on the table's metadata (creation, a new column).
 
-        Returns False when ``already_done`` says another writer made this write unnecessary.
+        Returns False when ``already_done`` says another writer made this write unnecessary. ``known``
+        is the table as just read, for the first attempt (each read of the log costs).
         """
         for attempt in range(WRITE_ATTEMPTS):
             try:
+                current = known if attempt == 0 and known is not None else self.delta(name)
                 if predicate is not None:
                     # A replace-where cannot merge schemas: add any new columns first.
-                    self._ensure_columns(name, table.schema)
-                elif not self.exists(name):
-                    self._ensure_columns(name, schema_of(name))
+                    self._ensure_columns(name, table.schema, current)
+                elif current is None:
+                    self._ensure_columns(name, schema_of(name), current)
                 if predicate:
                     write_deltalake(
                         self.table_uri(name), table, mode="overwrite", predicate=predicate,
@@ -218,14 +224,11 @@ class Store:
                 raise StoreError(f"cannot write {name} in {self.uri}: {exc}") from exc
         return True
 
-    def _columns(self, name: str) -> list[str]:
-        dt = self.delta(name)
-        return [] if dt is None else list(pa.schema(dt.schema()).names)
-
-    def _ensure_columns(self, name: str, schema: pa.Schema) -> None:
-        """Create the table, or add the columns it lacks; losing either race to another writer is fine."""
+    def _ensure_columns(self, name: str, schema: pa.Schema, current: DeltaTable | None) -> None:
+        """Create the table, or add the columns it lacks (``current``: the table as last read);
+        losing either race to another writer is fine."""
         try:
-            if not self.exists(name):
+            if current is None:
                 full = schema_of(name)
                 for f in schema:
                     if f.name not in full.names:
@@ -234,7 +237,7 @@ class Store:
                     self.table_uri(name), full, mode="ignore", storage_options=self.storage_options,
                     configuration=TABLE_CONFIG,
                 )  # fmt: skip
-            elif missing := [f for f in schema if f.name not in self._columns(name)]:
+            elif missing := [f for f in schema if f.name not in pa.schema(current.schema()).names]:
                 empty = pa.schema(missing).empty_table()
                 write_deltalake(
                     self.table_uri(name), empty, mode="append", schema_mode="merge",

@@ -166,6 +166,7 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
     flows: dict[str, Callable[[Any], Any]] = {"recycle": recycle_flow, "traces": traces_flow}
     try:
         preflight(params, note=lambda line: err.print(f"[yellow]note:[/] {line}"))
+        warm_up(params)
         return dict(flows[name](params))
     except (
         EngineError,
@@ -178,6 +179,38 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
     ) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
+
+
+def warm_up(params: Any) -> None:
+    """Start Prefect's API, Ray and the model replicas at once, before the flow: on a small machine
+    each takes seconds (Prefect's local API and Ray about 5 each, a model as long again), and the
+    flow then finds all three running in this process. Ray must start in the main thread, so
+    Prefect's API starts in another."""
+    import os
+    import threading
+
+    from infra.cluster import connect
+    from infra.pool import start_pool
+
+    if params.offline:  # before Ray starts: a local Ray's workers take this process's environment
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    prefect = threading.Thread(target=_start_prefect_api, name="prefect-api", daemon=True)
+    prefect.start()
+    connect(params.ray_address)
+    for role in (params.teacher, params.student):
+        start_pool(role)
+    prefect.join()
+
+
+def _start_prefect_api() -> None:
+    """Bring up Prefect's API (the local one when no server is configured); errors surface in the flow."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.api_healthcheck()
+    except Exception:  # the flow reports a real problem with the API itself, with its own message
+        return
 
 
 def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:

@@ -86,3 +86,18 @@ def test_placement_plans() -> None:
         plan_placement(
             ModelRole(spec="vllm:x", options={"tensor_parallel_size": 4}, num_gpus=2), cluster_gpus=8
         )
+
+
+def test_where_vllm_is_missing_the_hf_engine_runs_the_model_with_a_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra.engines import engine_to_run
+
+    monkeypatch.setattr(platform, "vllm_build", lambda: None)
+    spec, note = engine_to_run("vllm:smollm2", {"chat_template": "vicuna"})
+    assert str(spec) == "hf:smollm2" and note and "vLLM is not installed" in note and "\n" not in note
+    # Options only vLLM takes: no silent fallback (loading then says vLLM is needed).
+    spec, note = engine_to_run("vllm:org/big", {"tensor_parallel_size": 4})
+    assert str(spec) == "vllm:org/big" and note is None
+    monkeypatch.setattr(platform, "vllm_build", lambda: "cpu")
+    assert engine_to_run("vllm:smollm2") == (engine_to_run("vllm:smollm2")[0], None)
