@@ -9,20 +9,12 @@ so constrained and free-text requests share a batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any
 
 import torch
 
 from tasks.engine import EngineError
 from tasks.teacher.forms import ReplyForm
-
-
-@cache
-def _compiled(lark: str) -> str:
-    import llguidance
-
-    return str(llguidance.LLMatcher.grammar_from_lark(lark))
 
 
 class GrammarConstraint:
@@ -38,12 +30,16 @@ class GrammarConstraint:
         self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, eos_token=list(eos_ids))
         self.vocab_size = int(self.tokenizer.vocab_size)
         self.count = count
+        self._grammars: dict[ReplyForm, str] = {}  # each form compiled and checked once
 
     def matcher(self, form: ReplyForm) -> Any:
-        grammar = _compiled(form.lark(self.count))
-        error = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
-        if error:
-            raise EngineError(f"the {form.name} form's grammar is invalid: {error}")
+        grammar = self._grammars.get(form)
+        if grammar is None:
+            grammar = str(self._llg.LLMatcher.grammar_from_lark(form.lark(self.count)))
+            error = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
+            if error:
+                raise EngineError(f"the {form.name} form's grammar is invalid: {error}")
+            self._grammars[form] = grammar
         return self._llg.LLMatcher(self.tokenizer, grammar, log_level=0)
 
     def processor(

@@ -21,6 +21,7 @@ from infra.platform import CPU_REQUESTS_PER_CALL, apply_vllm_env, vllm_build
 from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
+from tasks.teacher.forms import ReplyForm
 
 from .options import VLLMOptions
 from .tokenizer import TextTokenizer, score_distinct
@@ -94,6 +95,7 @@ class VLLMEngine:
         except Exception as exc:
             raise EngineError(f"vLLM could not load {model!r}: {exc}") from exc
         self.tokenizer = TextTokenizer(self.llm.get_tokenizer(), opts.chat_template, opts.max_length)
+        self._grammars: dict[ReplyForm, str] = {}
         # Every request gets its own generator from its seed: a reply does not depend on its batch.
         self.seeds_each_request = True
         # What one call should hold: vLLM's scheduler capacity on a GPU, what measured best on a CPU.
@@ -137,7 +139,11 @@ class VLLMEngine:
         from vllm.sampling_params import StructuredOutputsParams
 
         form = request.form
-        structured = StructuredOutputsParams(grammar=form.lark(self.tokenizer.count)) if form else None
+        structured = None
+        if form is not None:
+            if form not in self._grammars:  # one grammar per form, not per request
+                self._grammars[form] = form.lark(self.tokenizer.count)
+            structured = StructuredOutputsParams(grammar=self._grammars[form])
         return SamplingParams(
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,

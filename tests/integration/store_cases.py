@@ -22,6 +22,11 @@ def shard_committed_twice_appears_once(store: Store) -> None:
     assert store.commit_shard("scores", rows(0, run_id="r2"), run_id="r2", stage="score", shard=0) is True
     ids = store.sql("SELECT source_id FROM scores WHERE run_id = 'r1'").fetchall()
     assert sorted(i for (i,) in ids) == ["s0-0", "s0-1", "s0-2"]
+    # A shard reads back from its own files; one never committed is None, not an empty shard.
+    back = store.read_shard("scores", "r2", "score", 0)
+    assert back is not None and sorted(r["source_id"] for r in back) == ["s0-0", "s0-1", "s0-2"]
+    assert {r["run_id"] for r in back} == {"r2"}
+    assert store.read_shard("scores", "r1", "score", 7) is None
 
 
 def _writer(uri: str, storage_options: dict, shards: list[int]) -> None:
