@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.params import RunParams
@@ -75,6 +76,8 @@ class FlowRun:
         self.store = Store(self.params.store, create=True)
         if self.params.offline:
             os.environ["HF_HUB_OFFLINE"] = "1"  # here and in the replicas Ray starts from this process
+        for line in self.params.form_notes():  # the budget stands; those replies are free text
+            get_run_logger().warning(line)
 
     @property
     def run_literal(self) -> str:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage.hub_export import ExportParams
 from tasks.engine import ModelRole, Sampling
+from tasks.teacher.forms import ReplyForm, form_note, instruction_form, response_form, trace_form
 
 DEFAULT_MODEL = "vllm:smollm2"  # the hf engine runs it where vLLM is not installed
 
@@ -59,6 +60,17 @@ class RunParams(BaseModel):
         "the store and table are the run's own.",
     )
 
+    def reply_forms(self) -> tuple[ReplyForm, ...]:
+        """The forms the teacher's replies take in this flow (constrained or not)."""
+        max_tokens = self.sampling.max_tokens
+        return (instruction_form(max_tokens), response_form(max_tokens))
+
+    def form_notes(self) -> list[str]:
+        """A line per constrained form that ``max_tokens`` leaves no room for (its replies: free text)."""
+        if not self.constrained:
+            return []
+        return [note for form in self.reply_forms() if (note := form_note(form))]
+
 
 class RecycleParams(RunParams):
     """Selective Reflection-Tuning: reflect, score the four variants, select."""
@@ -66,3 +78,6 @@ class RecycleParams(RunParams):
 
 class TracesParams(RunParams):
     """Reflection traces: generate, validate, verify against gold, score."""
+
+    def reply_forms(self) -> tuple[ReplyForm, ...]:
+        return (trace_form(self.sampling.max_tokens),)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flows.params import RunParams, TracesParams
+from flows.params import RunParams
 from infra.cluster import check_address
 from infra.engines import check_options, engine_to_run
 from infra.engines.spec import parse_spec
@@ -17,7 +17,6 @@ from infra.models import resolve_model
 from storage.hub_export import resolve_token
 from storage.sources import SUFFIXES
 from storage.store import Store
-from tasks.teacher.forms import instruction_form, response_form, trace_form
 
 LOCAL_RAY = (None, "", "local")
 
@@ -31,7 +30,6 @@ def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
     looks_local = source.suffix.lower() in SUFFIXES or params.input.startswith(("/", ".", "~"))
     if looks_local and not source.exists():
         raise FileNotFoundError(f"input {params.input!r} does not exist")
-    Store(params.store, create=True)  # creates a local store, or says why it cannot
     for name, role in (("teacher", params.teacher), ("student", params.student)):
         check_options(role.spec, role.options)  # a typo in an option is an error now, not in a replica
         if message := engine_to_run(role.spec, role.options)[1]:
@@ -41,11 +39,8 @@ def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
             # A missing local folder is an error now; a Hub id is downloaded here, once, with a
             # progress bar (or found in the cache), before any replica starts.
             resolve_model(spec.model, offline=params.offline or None)
-    if params.constrained:  # a budget too small for the reply forms is an error now, not in a replica
-        forms = (trace_form,) if isinstance(params, TracesParams) else (instruction_form, response_form)
-        for form in forms:
-            form(params.sampling.max_tokens).field_tokens()
     if params.ray_address not in LOCAL_RAY:
         check_address(str(params.ray_address))
     if params.export is not None and params.export.to_dir is None:
         resolve_token()  # a push needs a token: say so before hours of generation, not after
+    Store(params.store, create=True)  # last, so that a failed check leaves nothing behind

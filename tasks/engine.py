@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from tasks.scoring.templates import PromptFormat
@@ -92,6 +92,12 @@ class ModelRole(BaseModel):
     persistent: bool = Field(
         False, description="Keep the replicas loaded after the run, for the next run on the same Ray cluster."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_alone(cls, data: Any) -> Any:
+        """A bare spec (``teacher: hf:smollm2`` in a config file) is the role with its defaults."""
+        return {"spec": data} if isinstance(data, str) else data
 
     def key(self) -> str:
         """Identity of the model a replica holds: same spec and options -> same replicas."""

@@ -26,6 +26,7 @@ from tasks.engine import Engine, ModelRole, Sampling
 from tasks.prompts import PROMPT_VERSIONS
 from tasks.recycle import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
 from tasks.scoring.score import score_pairs, score_responses
+from tasks.teacher.forms import instruction_form, response_form
 from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
 from tasks.traces import SimpleQuestion, scorable, score_text, trace_table_rows
 
@@ -206,7 +207,8 @@ def score_task(job: ShardJob, services: Services) -> ShardSummary:
 def select_task(job: ShardJob, services: Services) -> ShardSummary:
     def compute(store: ShardStore) -> Rows:
         version = "+".join(job.prompt_versions[k] for k in ("reflect_instruction", "reflect_response"))
-        version += "+json" if job.constrained else ""
+        forms = (instruction_form(job.sampling.max_tokens), response_form(job.sampling.max_tokens))
+        version += "+json" if job.constrained and all(f.fits() for f in forms) else ""
         return selection_rows(
             _upstream(store, job, SCORE),
             teacher=job.teacher.spec,

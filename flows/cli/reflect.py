@@ -46,18 +46,17 @@ def reflect_command(
     from flows.progress import progress_bar
     from infra.engines import EngineError, Sampling, engine_to_run, load_engine
     from infra.engines.spec import parse_options
-    from tasks.teacher.forms import instruction_form, response_form, trace_form
+    from tasks.teacher.forms import form_note, instruction_form, response_form, trace_form
     from tasks.teacher.stages import StageStats
 
     sampling = Sampling(
         max_tokens=max_tokens, temperature=temperature, seed=seed, repetition_penalty=repetition_penalty
     )
     try:
-        if not free_text:
-            form = {Mode.instruction: instruction_form, Mode.response: response_form, Mode.trace: trace_form}[
-                mode
-            ]
-            form(max_tokens).field_tokens()  # a budget too small for the form: say so before loading
+        forms = {Mode.instruction: instruction_form, Mode.response: response_form, Mode.trace: trace_form}
+        form = forms[mode]
+        if not free_text and (line := form_note(form(max_tokens))):
+            console.print(f"[yellow]note:[/] {line}")  # the budget stands; the replies are free text
         rows, rejects = _read(input, mode)
         if note := engine_to_run(teacher, parse_options(option))[1]:
             console.print(f"[yellow]note:[/] {note}")

@@ -19,17 +19,27 @@ err = Console(stderr=True)
 run_app = typer.Typer(no_args_is_help=True, help="Run a factory flow end to end.")
 
 
+# Flag names that are not fields of the flow's parameters: merge_flags maps them onto the fields.
+FLAG_NAMES = (
+    "teacher_options", "student_options", "teacher_replicas", "student_replicas",
+    "max_tokens", "temperature", "repetition_penalty",
+)  # fmt: skip
+
+
 def merge_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """The config file's parameters with the given flags on top (a flag that is None was not given).
 
     ``flags`` uses the command's names: ``teacher``/``student`` (specs), ``teacher_options`` and
     ``student_options`` (merged key by key into the file's options), ``teacher_replicas`` and
     ``student_replicas``, ``max_tokens``, ``temperature`` and ``repetition_penalty`` (sampling), and
-    top-level fields.
+    top-level fields. The file may use the same names (``max_tokens: 8``, ``teacher: hf:MODEL``).
     """
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items() if k not in FLAG_NAMES}
+    if file_flags := {k: v for k, v in base.items() if k in FLAG_NAMES}:
+        out = merge_flags(out, file_flags)
     for role in ("teacher", "student"):
-        model = dict(out.get(role) or {})
+        model = out.get(role) or {}
+        model = {"spec": model} if isinstance(model, str) else dict(model)
         if (spec := flags.pop(role, None)) is not None:
             model["spec"] = spec
         if (options := flags.pop(f"{role}_options", None)) is not None:

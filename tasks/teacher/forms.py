@@ -20,7 +20,6 @@ characters). The parsers still validate every reply: a form is never trusted bli
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,10 +34,10 @@ _JSON_TEXT = rf'/([^"\\\x00-\x20]|\\["\\bfnrt])({_JSON_CHAR})*/ & /(.|\n)*\w(.|\
 # leave the tag unwritable; the text never holds a tag the validator reads either.
 _TRACE_TEXT = r"/[^<]*/"
 _TRACE_OUTPUT = r"/\s*[^\s<][^<]*/"
-# Tokens a reply spends outside its fields, per character of the form's fixed text (an upper bound:
-# tokenizers put 3-4 characters of English in a token), plus the end-of-sequence token and slack.
-_FIXED_TOKENS_PER_CHAR = 0.5
+# Tokens kept free besides the fixed text and the fields (the end-of-sequence token and slack), and
+# the fewest tokens a field may get.
 _SLACK = 8
+_MIN_FIELD_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -60,22 +59,34 @@ class ReplyForm:
     max_tokens: int
     reflections: int = 2  # traces: the most <reflection> blocks
 
+    def fixed_tokens(self, count: Callable[[str], int] | None = None) -> int:
+        """Tokens a reply spends outside its fields: counted with ``count`` (the engine's tokenizer),
+        or bounded from above (a token per character of each piece, plus one for a word-start marker
+        some tokenizers put in front), so that a form judged to fit always fits in the engine."""
+        if count is None:
+            return sum(len(piece) + 1 for piece in self.fixed_pieces())
+        return sum(count(piece) for piece in self.fixed_pieces())
+
+    def min_tokens(self, count: Callable[[str], int] | None = None) -> int:
+        """The smallest ``max_tokens`` this form fits in: its fixed text, slack, 4 tokens per field."""
+        return self.fixed_tokens(count) + _SLACK + _MIN_FIELD_TOKENS * len(self.fields)
+
+    def fits(self, count: Callable[[str], int] | None = None) -> bool:
+        """Whether a reply of this form can be complete within ``max_tokens``."""
+        return self.max_tokens >= self.min_tokens(count)
+
     def field_tokens(self, count: Callable[[str], int] | None = None) -> dict[str, int]:
         """Each field's bound: the budget left after the fixed text, split by share (at least 1).
 
         ``count`` gives the tokens of a text with the engine's tokenizer, so the fixed text costs what
-        it costs (a small vocabulary spends a token per character); without it, an estimate.
+        it costs (a small vocabulary spends a token per character); without it, an upper bound.
         """
-        if count is None:
-            fixed = math.ceil(len(self.fixed_text()) * _FIXED_TOKENS_PER_CHAR)
-        else:
-            fixed = sum(count(piece) for piece in self.fixed_pieces())
-        free = self.max_tokens - fixed - _SLACK
-        if free < 4 * len(self.fields):
+        if not self.fits(count):
             raise ValueError(
                 f"max_tokens {self.max_tokens} is too small for the {self.name} form; give at least "
-                f"{self.max_tokens - free + 4 * len(self.fields)}"
+                f"{self.min_tokens(count)}"
             )
+        free = self.max_tokens - self.fixed_tokens(count) - _SLACK
         total = sum(f.share for f in self.fields)
         out = {f.name: max(1, int(free * f.share / total)) for f in self.fields}
         if self.kind == "trace":  # repeated segments share their field's bound
@@ -212,3 +223,22 @@ def loads_object(text: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def fitting_form(form: ReplyForm | None) -> ReplyForm | None:
+    """The form, or None (free text) when ``max_tokens`` leaves no room for it.
+
+    A budget too small for a form is the user's choice of budget, honoured: such replies are free
+    text, parsed as with ``constrained: false`` (and most likely truncated). ``form_note`` says so.
+    """
+    return form if form is not None and form.fits() else None
+
+
+def form_note(form: ReplyForm) -> str | None:
+    """One line for the user when ``max_tokens`` is too small for the form, else None."""
+    if form.fits():
+        return None
+    return (
+        f"max_tokens {form.max_tokens} is too small for the {form.name} form (it needs at least "
+        f"{form.min_tokens()}): those replies are free text, as with constrained: false"
+    )

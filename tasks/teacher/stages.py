@@ -16,7 +16,15 @@ from typing import Any, Literal, Protocol
 from tasks.engine import ChatRequest, Completion, Generator, Sampling
 from tasks.prompts import render, version
 
-from .forms import ReplyForm, instruction_form, loads_object, response_form, trace_form, trace_from_json
+from .forms import (
+    ReplyForm,
+    fitting_form,
+    instruction_form,
+    loads_object,
+    response_form,
+    trace_form,
+    trace_from_json,
+)
 from .parse import OK, parse_instruction_reflection, parse_response_reflection
 from .traces import validate_trace
 from .verify import extract_gold, verify
@@ -157,9 +165,10 @@ def reflect_instructions(
     """Critique each pair and propose (new instruction, new answer): the candidate (x1, y1).
 
     ``constrained`` replies take the JSON form of ``forms.instruction_form`` (fields bounded so the
-    reply ends within ``max_tokens``); otherwise the teacher writes free text with bracket tags.
+    reply ends within ``max_tokens``); otherwise, or when ``max_tokens`` leaves no room for the form,
+    the teacher writes free text with bracket tags.
     """
-    form = instruction_form(sampling.max_tokens) if constrained else None
+    form = fitting_form(instruction_form(sampling.max_tokens)) if constrained else None
     prompts = [
         ChatRequest.user(
             render(
@@ -191,7 +200,7 @@ def reflect_responses(
     constrained: bool = True,
 ) -> tuple[list[ReflectionRow], StageStats]:
     """Critique each answer and write a better one: y0' for the original pair, y1' for the reflected."""
-    form = response_form(sampling.max_tokens) if constrained else None
+    form = fitting_form(response_form(sampling.max_tokens)) if constrained else None
     names = ["reflect_response_with_input" if p.input else "reflect_response" for p in pairs]
     prompts = [
         ChatRequest.user(
@@ -266,7 +275,7 @@ def generate_traces(
     bounded, but the validator still checks every reply (and a JSON reply from an OpenAI-style
     server is rendered back into the Reflection format first).
     """
-    form = trace_form(sampling.max_tokens) if constrained else None
+    form = fitting_form(trace_form(sampling.max_tokens)) if constrained else None
     system = render("trace_system")
     prompts = [
         ChatRequest.user(render("trace_user", question=q.question), system=system, form=form)

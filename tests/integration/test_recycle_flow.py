@@ -35,7 +35,7 @@ def recycle_args(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
     return [
         "run", "recycle", "-i", str(inp), "-s", str(store),
         "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--run-id", run_id,
-        "--shard-size", "1", "--max-tokens", "64",
+        "--shard-size", "1", "--max-tokens", "96",
     ]  # fmt: skip
 
 
@@ -176,3 +176,27 @@ def run_until_killed(cmd: list[str], c: CleanRun) -> str:
                          start_new_session=True)  # fmt: skip
     assert out.returncode == -signal.SIGKILL, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stderr
+
+
+def test_a_config_file_run_without_flags_uses_the_files_values(clean: CleanRun, tmp_path: Path) -> None:
+    """Store, models, shard size and token budget from the file; 8 tokens leave no room for the
+    constrained forms, so those replies are free text (truncated), and the run still completes."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input: {clean.inp}\nstore: ./cfgstore\nteacher: {{spec: 'hf:{clean.model}'}}\n"
+        f"student: 'hf:{clean.model}'\nshard_size: 4\nsampling: {{max_tokens: 8}}\nrun_id: cfg\n"
+    )
+    cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "--config", str(config)]
+    out = subprocess.run(cmd, env=env(tmp_path), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "max_tokens 8 is too small for the reflect_instruction form" in out.stderr.replace("\n", " ")
+    store = Store(str(tmp_path / "cfgstore"))
+    assert run_counts(tmp_path / "cfgstore", "cfg")["shards"] == 2  # 6 pairs in shards of 4
+    [(teachers, most, statuses)] = store.sql(
+        "SELECT list(DISTINCT teacher), max(completion_tokens), list(DISTINCT parse_status) "
+        "FROM reflections WHERE run_id = 'cfg'"
+    ).fetchall()
+    assert teachers == [f"hf:{clean.model}"] and most <= 8 and "truncated" in statuses
+    [(config_json,)] = store.sql("SELECT config_json FROM runs WHERE run_id = 'cfg'").fetchall()
+    assert json.loads(config_json)["sampling"]["max_tokens"] == 8
+    assert not (ROOT / "cfgstore").exists() and not (tmp_path / "factory").exists()

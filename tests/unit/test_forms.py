@@ -15,9 +15,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.teacher.forms import instruction_form, response_form, trace_form, trace_from_json
+from tasks.teacher.forms import (
+    fitting_form,
+    form_note,
+    instruction_form,
+    response_form,
+    trace_form,
+    trace_from_json,
+)
 from tasks.teacher.parse import OK, parse_instruction_reflection, parse_response_reflection
 from tasks.teacher.traces import validate_trace
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The token count of a text with a real byte-level BPE tokenizer (the tiny model's)."""
+    from transformers import AutoTokenizer
+
+    from infra.models.tiny import _write_tokenizer
+
+    folder: Path = tmp_path_factory.mktemp("bpe")
+    _write_tokenizer(folder)
+    hf = AutoTokenizer.from_pretrained(folder)
+    return lambda text: len(hf(text, add_special_tokens=False).input_ids)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +107,7 @@ def test_the_trace_validator_accepts_what_its_grammar_admits(walker: Any, data: 
 
 
 @pytest.mark.parametrize("make", [instruction_form, response_form, trace_form])
-@pytest.mark.parametrize("max_tokens", [96, 320, 512, 4096])
+@pytest.mark.parametrize("max_tokens", [128, 320, 512, 4096])
 def test_field_bounds_and_fixed_text_fit_the_budget(make: Any, max_tokens: int) -> None:
     form = make(max_tokens)
     bounds = form.field_tokens()
@@ -103,6 +123,25 @@ def test_field_bounds_and_fixed_text_fit_the_budget(make: Any, max_tokens: int) 
 def test_a_budget_too_small_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="max_tokens 24 is too small for the reflect_instruction form"):
         instruction_form(24).field_tokens()
+
+
+@pytest.mark.parametrize("make", [instruction_form, response_form, trace_form])
+def test_a_budget_too_small_for_a_form_falls_back_to_free_text_with_a_note(make: Any) -> None:
+    small, enough = make(8), make(make(8).min_tokens())
+    assert fitting_form(small) is None and fitting_form(enough) is enough
+    note = form_note(small)
+    assert note is not None and f"max_tokens 8 is too small for the {small.name} form" in note
+    assert f"at least {small.min_tokens()}" in note and "free text" in note
+    assert form_note(enough) is None and fitting_form(None) is None
+
+
+@pytest.mark.parametrize("make", [instruction_form, response_form, trace_form])
+def test_the_estimate_without_a_tokenizer_bounds_any_tokenizers_count(make: Any, bpe: Any) -> None:
+    """A form judged to fit before the engine's tokenizer is known must fit in the engine too."""
+    form = make(512)
+    by_char = form.fixed_tokens(lambda text: len(text) + 1)  # a tokenizer that splits every character
+    assert form.fixed_tokens() >= by_char >= form.fixed_tokens(bpe)
+    assert make(form.min_tokens()).fits(bpe)
 
 
 def test_json_schemas_name_every_field_and_bound_lengths() -> None:

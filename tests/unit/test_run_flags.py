@@ -94,3 +94,21 @@ def test_engine_option_flags_merge_into_the_files_options() -> None:
 def test_without_a_file_the_models_defaults_apply() -> None:
     p = RecycleParams(**merge_flags({}, {**NO_FLAGS, "input": "x.jsonl"}))
     assert p == RecycleParams(input="x.jsonl")
+
+
+def test_a_file_may_use_the_flags_names_and_bare_specs() -> None:
+    flat = {
+        "input": "in.jsonl", "store": "./cfgstore", "teacher": "hf:/models/tiny", "student": "hf:/models/s",
+        "teacher_options": {"dtype": "float32"}, "student_replicas": 2, "max_tokens": 8,
+        "temperature": 0.0, "shard_size": 3,
+    }  # fmt: skip
+    p = RecycleParams(**merge_flags(flat, dict(NO_FLAGS)))
+    assert (p.teacher.spec, p.teacher.options, p.student.spec, p.student.replicas) == (
+        "hf:/models/tiny",
+        {"dtype": "float32"},
+        "hf:/models/s",
+        2,
+    )
+    assert (p.sampling.max_tokens, p.sampling.temperature, p.store, p.shard_size) == (8, 0.0, "./cfgstore", 3)
+    flagged = RecycleParams(**merge_flags(flat, {**NO_FLAGS, "max_tokens": 64, "teacher_options": {"x": 1}}))
+    assert flagged.sampling.max_tokens == 64 and flagged.teacher.options == {"dtype": "float32", "x": 1}

@@ -153,3 +153,12 @@ def test_constrained_traces_from_a_json_server_are_rendered_then_validated():
     rows, _ = generate_traces([Q("q1", "7+1?", "#### 8")], teacher, Sampling())
     assert teacher.calls[0][0].form.name == "trace"
     assert rows[0].valid and rows[0].verified and rows[0].raw_text.startswith("<thinking>")
+
+
+def test_a_budget_too_small_for_the_form_sends_free_text_and_says_so_in_the_version():
+    teacher = Scripted([("Critique. [New Instruction] Add", "length")])
+    rows, stats = reflect_instructions(PAIRS[:1], teacher, Sampling(max_tokens=8))
+    [request] = teacher.calls[0]
+    assert request.form is None and "one JSON object" not in request.messages[-1]["content"]
+    assert rows[0].prompt_version == "reflect_instruction/v2" and rows[0].parse_status == "truncated"
+    assert stats.failed["truncated"] == 1
