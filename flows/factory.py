@@ -79,6 +79,16 @@ class FlowRun:
         for line in self.params.form_notes():  # the budget stands; those replies are free text
             get_run_logger().warning(line)
 
+    def announce(self, items: str, count: int, rejects: int) -> None:
+        """Log what the run will work on; an input with nothing to work on is worth a warning."""
+        logger = get_run_logger()
+        source = self.params.input
+        logger.info("run %s: %d %s (%d rejected rows) in %s", self.run_id, count, items, rejects, source)
+        if count == 0:
+            logger.warning(
+                "no %s to work on in %s (%d rows rejected: see the rejects table)", items, source, rejects
+            )
+
     @property
     def run_literal(self) -> str:
         """The run id as an SQL string literal."""

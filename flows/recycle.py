@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.factory import FactoryServices, FlowRun
@@ -38,14 +38,11 @@ def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[Shard
 @flow(name="recycle", persist_result=True, log_prints=True)
 def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     """Selective Reflection-Tuning over an input file; returns the run's summary."""
-    logger = get_run_logger()
     run = FlowRun("recycle", params)
     with run.stage("ingest"):
         loaded, counts = ingest_to_store(run.store, params.input, run.run_id)
         pairs = loaded.pairs[: params.limit] if params.limit else loaded.pairs
-    logger.info(
-        "run %s: %d pairs (%d rejected rows) in %s", run.run_id, len(pairs), counts.rejects, params.input
-    )
+    run.announce("pairs", len(pairs), counts.rejects)
 
     jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
     summaries = run.run_shards(jobs, STAGES, _chain)

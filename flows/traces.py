@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.factory import FactoryServices, FlowRun
@@ -30,18 +30,11 @@ def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[Shard
 @flow(name="traces", persist_result=True, log_prints=True)
 def traces_flow(params: TracesParams) -> dict[str, Any]:
     """Verified reflection traces over a file of questions; returns the run's summary."""
-    logger = get_run_logger()
     run = FlowRun("traces", params)
     with run.stage("ingest"):
         loaded, counts = ingest_questions_to_store(run.store, params.input, run.run_id)
         questions = loaded.questions[: params.limit] if params.limit else loaded.questions
-    logger.info(
-        "run %s: %d questions (%d rejected rows) in %s",
-        run.run_id,
-        len(questions),
-        counts.rejects,
-        params.input,
-    )
+    run.announce("questions", len(questions), counts.rejects)
 
     jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
     summaries = run.run_shards(jobs, STAGES, _chain)
