@@ -8,7 +8,6 @@ return summaries; the run's summary and its ``runs`` row are made from those sum
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +22,7 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.params import RunParams
 from flows.progress import stages_progress
 from infra.cluster import connect
+from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import close_pools, get_pool
 from storage.hub_export import run_export
@@ -75,7 +75,7 @@ class FlowRun:
         self.run_id = self.params.run_id or new_run_id(self.flow)
         self.store = Store(self.params.store, create=True)
         if self.params.offline:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # here and in the replicas Ray starts from this process
+            go_offline()  # a run from the UI: before this process starts Ray
         for line in self.params.form_notes():  # the budget stands; those replies are free text
             get_run_logger().warning(line)
 

@@ -122,15 +122,14 @@ class Store:
         return table.num_rows
 
     def shard_committed(self, name: str, run_id: str, stage: str, shard: int) -> bool:
-        dt = self.delta(name)
-        return dt is not None and dt.transaction_version(_app_id(run_id, stage, name, shard)) is not None
+        return _committed(self.delta(name), _app_id(run_id, stage, name, shard))
 
     def read_shard(self, name: str, run_id: str, stage: str, shard: int) -> list[dict[str, Any]] | None:
         """A committed shard's rows (without ``shard_key``), read from the files that hold it only;
         None when the shard has not been committed. One read of the table's log."""
         key = _app_id(run_id, stage, name, shard)
         dt = self.delta(name)
-        if dt is None or dt.transaction_version(key) is None:
+        if dt is None or not _committed(dt, key):
             return None
         table = self._shard_table(dt, key)
         return table.drop_columns(["shard_key"]).to_pylist() if "shard_key" in table.column_names else []
@@ -159,7 +158,7 @@ class Store:
         """
         app_id = _app_id(run_id, stage, name, shard)
         known = self.delta(name)  # one read of the log serves the check and the schema
-        if known is not None and known.transaction_version(app_id) is not None:
+        if _committed(known, app_id):
             return False
         table = conform(name, rows)
         keys = pa.array([app_id] * table.num_rows, pa.string())
@@ -293,6 +292,11 @@ def _files_with(dt: DeltaTable, key: str) -> list[str]:
     return [
         p for p, lo, hi in zip(paths, lows, highs, strict=True) if lo is None or hi is None or lo <= key <= hi
     ]
+
+
+def _committed(dt: DeltaTable | None, app_id: str) -> bool:
+    """Whether the table (as read) holds the app transaction of a shard commit."""
+    return dt is not None and dt.transaction_version(app_id) is not None
 
 
 def _app_id(run_id: str, stage: str, name: str, shard: int) -> str:

@@ -196,14 +196,14 @@ def warm_up(params: Any) -> None:
     each takes seconds (Prefect's local API and Ray about 5 each, a model as long again), and the
     flow then finds all three running in this process. Ray must start in the main thread, so
     Prefect's API starts in another."""
-    import os
     import threading
 
     from infra.cluster import connect
+    from infra.models import go_offline
     from infra.pool import start_pool
 
-    if params.offline:  # before Ray starts: a local Ray's workers take this process's environment
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    if params.offline:
+        go_offline()  # before Ray starts
     prefect = threading.Thread(target=_start_prefect_api, name="prefect-api", daemon=True)
     prefect.start()
     connect(params.ray_address)

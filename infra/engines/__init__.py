@@ -37,7 +37,7 @@ def engine_to_run(
     """
     from infra.platform import vllm_build
 
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    parsed = parse_spec(spec)
     if parsed.kind != "vllm" or vllm_build() is not None:
         return parsed, None
     try:
@@ -50,7 +50,7 @@ def engine_to_run(
 
 def check_options(spec: str | EngineSpec, options: Mapping[str, Any] | None = None) -> Any:
     """The engine's parsed options, or an EngineError naming the bad ones (no model is loaded)."""
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    parsed = parse_spec(spec)
     return parse_engine_options(parsed.kind, str(parsed), dict(options or {}))
 
 
@@ -81,7 +81,7 @@ def load_tokenizer(spec: str | EngineSpec, options: Mapping[str, Any] | None = N
     """The engine's tokenizer and chat template without its weights (cheap, for the driver side)."""
     from infra.models import resolve_model
 
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    parsed = parse_spec(spec)
     opts = check_options(parsed, options)
     source = getattr(opts, "tokenizer", None) or parsed.model
     return TextTokenizer.load(

@@ -20,8 +20,11 @@ class EngineSpec:
         return f"{self.kind}:{self.model}{tail}"
 
 
-def parse_spec(text: str) -> EngineSpec:
-    """Parse an engine spec, raising EngineError with the accepted forms on a bad one."""
+def parse_spec(text: str | EngineSpec) -> EngineSpec:
+    """Parse an engine spec (one already parsed is returned as is), raising EngineError with the
+    accepted forms on a bad one."""
+    if isinstance(text, EngineSpec):
+        return text
     kind, sep, rest = text.partition(":")
     if not sep or kind not in KINDS or not rest:
         raise EngineError(

@@ -28,6 +28,12 @@ def is_offline(offline: bool | None = None) -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def go_offline() -> None:
+    """Offline for this process and the Ray workers it starts (they take its environment): call it
+    before Ray starts."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 def is_local_model(name_or_path: str) -> bool:
     """A bundled alias or a local folder: loading it never needs the network."""
     return name_or_path.lower() in ALIASES or Path(name_or_path).expanduser().is_dir()
