@@ -15,11 +15,16 @@ Each form is written three ways: a Lark grammar with per-field token bounds (llg
 engine's logits processor, vLLM's ``guidance`` structured outputs, ``vllm serve``), and a JSON
 schema with per-field length bounds for OpenAI-style ``response_format`` (whose servers bound only
 characters). The parsers still validate every reply: a form is never trusted blindly.
+
+A field that reaches its token bound is ended there by llguidance whatever it holds (a cut, not a
+match of its pattern): a JSON field may end in half an escape, which ``loads_object`` drops, and a
+field may hold no letter; a trace output starts with a visible character, so it is never blank.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +38,12 @@ _JSON_TEXT = rf'/([^"\\\x00-\x20]|\\["\\bfnrt])({_JSON_CHAR})*/ & /(.|\n)*\w(.|\
 # (the longest match), so a text that may hold a '<' would swallow the '<' of '<reflection>' and
 # leave the tag unwritable; the text never holds a tag the validator reads either.
 _TRACE_TEXT = r"/[^<]*/"
-_TRACE_OUTPUT = r"/\s*[^\s<][^<]*/"
+# The output starts with its first visible character: a lexeme that reaches its token bound is ended
+# there by the grammar, whatever it holds, so an output that may open with blanks could end blank.
+_TRACE_OUTPUT = r"/[^\s<][^<]*/"
+# A lone backslash (after any escaped ones) right before a closing quote the grammar writes: the
+# next field's separator, or the end of the object.
+_CUT_ESCAPE = re.compile(r'(?<!\\)((?:\\\\)*)\\(?="(?:, "\w+": "|\}$))')
 # Tokens kept free besides the fixed text and the fields (the end-of-sequence token and slack), and
 # the fewest tokens a field may get.
 _SLACK = 8
@@ -214,15 +224,22 @@ def trace_from_json(data: Any) -> str | None:
 
 
 def loads_object(text: str) -> dict[str, Any] | None:
-    """The JSON object a reply holds, or None when it is not one (then it is a free-text reply)."""
+    """The JSON object a reply holds, or None when it is not one (then it is a free-text reply).
+
+    A field that reached its token bound was ended there by the grammar, which may be inside an
+    escape: a lone backslash right before the field's closing quote. Only when the reply is not
+    valid JSON as it is, that half escape is dropped (``_CUT_ESCAPE``).
+    """
     stripped = text.strip()
     if not stripped.startswith("{"):
         return None
-    try:
-        data = json.loads(stripped)
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
+    for candidate in (stripped, _CUT_ESCAPE.sub(r"\1", stripped)):
+        try:
+            data = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        return data if isinstance(data, dict) else None
+    return None
 
 
 def fitting_form(form: ReplyForm | None) -> ReplyForm | None:

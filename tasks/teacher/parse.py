@@ -13,9 +13,10 @@ Everything else is rejected with a reason, and a rejected reply never becomes a 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
+
+from .forms import loads_object
 
 OK = "ok"
 EMPTY = "empty"
@@ -77,21 +78,10 @@ def _sections(text: str, finish_reason: str | None) -> tuple[dict[str, str], dic
     return {k: _DECORATION.sub("", v) for k, v in found.items()}, problems
 
 
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
 def _extract_json(text: str, finish_reason: str | None, keys: tuple[str, ...]) -> tuple[dict[str, str], str]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+    data = loads_object(text)
+    if data is None:
         return {}, TRUNCATED if finish_reason == "length" else INVALID_JSON
-    if not isinstance(data, dict):
-        return {}, INVALID_JSON
     for key in keys:
         if key not in data:
             return {}, f"missing_{key}"
@@ -105,7 +95,7 @@ def _extract_json(text: str, finish_reason: str | None, keys: tuple[str, ...]) -
 def _extract(text: str, finish_reason: str | None, keys: tuple[str, ...]) -> tuple[dict[str, str], str]:
     if not text or not text.strip():
         return {}, TRUNCATED if finish_reason == "length" else EMPTY
-    if text.lstrip().startswith("{") and (_is_json(text) or not _TAG.search(text)):
+    if text.lstrip().startswith("{") and (loads_object(text) is not None or not _TAG.search(text)):
         # A JSON reply (a bracket-tagged reply may also open with a brace: it is parsed as such).
         return _extract_json(text.strip(), finish_reason, keys)
     found, problems = _sections(text, finish_reason)

@@ -7,7 +7,6 @@ Whatever that walk produces is, by construction, a string the grammar admits.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from tasks.teacher.forms import (
     fitting_form,
     form_note,
     instruction_form,
+    loads_object,
     response_form,
     trace_form,
     trace_from_json,
@@ -84,7 +84,8 @@ def test_the_instruction_parser_accepts_what_its_grammar_admits(walker: Any, dat
     text = walker(instruction_form(160).lark(), data)
     parsed = parse_instruction_reflection(text, "stop")
     assert parsed.status == OK, text
-    fields = json.loads(text)
+    fields = loads_object(text)  # json.loads, after dropping a half escape at a field's cut
+    assert fields is not None, text
     assert parsed.new_instruction == fields["new_instruction"].strip()
     assert parsed.new_answer == fields["new_answer"].strip()
 
@@ -94,7 +95,10 @@ def test_the_instruction_parser_accepts_what_its_grammar_admits(walker: Any, dat
 def test_the_response_parser_accepts_what_its_grammar_admits(walker: Any, data: st.DataObject) -> None:
     text = walker(response_form(120).lark(), data)
     parsed = parse_response_reflection(text, "stop")
-    assert parsed.status == OK and parsed.better_answer == json.loads(text)["better_answer"].strip()
+    fields = loads_object(text)
+    assert (
+        parsed.status == OK and fields is not None and parsed.better_answer == fields["better_answer"].strip()
+    )
 
 
 @SETTINGS
@@ -170,3 +174,22 @@ def test_a_json_trace_is_rendered_in_the_reflection_format() -> None:
 )
 def test_json_replies_keep_the_rejection_reasons(text: str, finish: str, status: str) -> None:
     assert parse_instruction_reflection(text, finish).status == status
+
+
+def test_a_field_cut_inside_an_escape_at_its_bound_still_parses() -> None:
+    """llguidance ends a lexeme at its token bound whatever it holds: here after a lone backslash
+    (a case hypothesis found through the grammar itself)."""
+    cut = '{"critique": "' + "!" * 27 + '", "new_instruction": "Add\\", "new_answer": "0' + "!" * 44 + '\\"}'
+    parsed = parse_instruction_reflection(cut, "stop")
+    assert parsed.status == OK and parsed.new_instruction == "Add" and parsed.new_answer == "0" + "!" * 44
+    # Escapes that are whole stay as they are; only a reply that is not JSON as it is gets repaired.
+    whole = '{"critique": "c", "better_answer": "say \\"hi\\" \\\\"}'
+    assert loads_object(whole) == {"critique": "c", "better_answer": 'say "hi" \\'}
+    assert (
+        parse_response_reflection('{"critique": "c", "better_answer": "x\\q"}', "stop").status
+        == "invalid_json"
+    )
+
+
+def test_a_trace_output_starts_visible_so_a_cut_cannot_leave_it_blank() -> None:
+    assert "/[^\\s<][^<]*/" in trace_form(512).lark()
