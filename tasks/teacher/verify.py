@@ -7,6 +7,7 @@ import string
 from fractions import Fraction
 
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?%?|-?\.\d+")
+_ANSWER_MARKER = re.compile(r"####|\\boxed\{|\banswer\b\s*(?:is|=|:)", re.IGNORECASE)
 _GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 _LETTER_PATTERNS = (
     re.compile(r"answer\s*(?:is|:)?\s*\(?([A-E])\)?(?![a-z])", re.IGNORECASE),
@@ -34,13 +35,28 @@ def parse_number(text: str) -> Fraction | None:
     return value / 100 if percent else value
 
 
-def final_number(text: str) -> Fraction | None:
-    """The last number in the text (the answer, by convention), normalised."""
-    for match in reversed(_NUMBER.findall(text)):
+def pick_number(text: str, *, last: bool = True) -> Fraction | None:
+    """The last (or first) number in the text, normalised."""
+    matches = _NUMBER.findall(text)
+    for match in reversed(matches) if last else matches:
         value = parse_number(match)
         if value is not None:
             return value
     return None
+
+
+def final_number(text: str) -> Fraction | None:
+    """The number the text gives as its answer: the first one after its last answer marker (``#### N``,
+    ``\\boxed{N}``, ``answer is N``, ``answer: N``), else the last number of its last line.
+
+    Not the last number anywhere: an output that rambles on (a small teacher's often does) holds
+    numbers by chance, and one of them matching the gold is no verified answer.
+    """
+    markers = list(_ANSWER_MARKER.finditer(text))
+    if markers:
+        return pick_number(text[markers[-1].end() :], last=False)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return pick_number(lines[-1]) if lines else None
 
 
 def choice_letter(text: str) -> str | None:

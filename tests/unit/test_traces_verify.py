@@ -77,6 +77,20 @@ def test_verification_numbers_choices_text():
     assert verify("50%", "0.5") is True
 
 
+def test_a_number_found_by_chance_in_a_rambling_output_is_not_an_answer():
+    # SmolLM2 on the math sample: an output of unrelated text whose last number equals the gold (2).
+    rambling = (
+        "The response must have 2 sections. Mark the beginning of each section with SECTION X, such "
+        'as: SECTION 1 * SECTION 2\n* In your response, the word "response" should appear.\n* There'
+    )
+    assert verify(rambling, "2") is False
+    assert verify("8 * 12 = 96.\n96 + 7 = 103.", "103") is True  # the last line's last number
+    assert verify("The answer is 41 apples, not 42.", "41") is True  # the first after the marker
+    assert verify("The answer is:\n103", "103") is True
+    assert verify("Final answer: \\boxed{1,250}", "1250") is True
+    assert verify("So 2.\n#### 8", "8") is True and verify("#### 8\nor maybe 2", "2") is False
+
+
 def test_math_set_answers_are_computed():
     for p in generate(40, seed=3):
         assert extract_gold(p.answer) == str(p.gold)
