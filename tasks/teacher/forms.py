@@ -38,8 +38,9 @@ _JSON_TEXT = rf'/([^"\\\x00-\x20]|\\["\\bfnrt])({_JSON_CHAR})*/ & /(.|\n)*\w(.|\
 # (the longest match), so a text that may hold a '<' would swallow the '<' of '<reflection>' and
 # leave the tag unwritable; the text never holds a tag the validator reads either.
 _TRACE_TEXT = r"/[^<]*/"
-# The output starts with its first visible character: a lexeme that reaches its token bound is ended
-# there by the grammar, whatever it holds, so an output that may open with blanks could end blank.
+# The output lexeme starts with its first visible character (a line break before it is the grammar's
+# gap): a lexeme that reaches its token bound is ended there, whatever it holds, so an output lexeme
+# that could open with blanks could end blank.
 _TRACE_OUTPUT = r"/[^\s<][^<]*/"
 # A lone backslash (after any escaped ones) right before a closing quote the grammar writes: the
 # next field's separator, or the end of the object.
@@ -110,14 +111,14 @@ class ReplyForm:
             names = [f'"{f.name}": "' for f in self.fields]
             return ["{" + names[0], *(f'", {n}' for n in names[1:]), '"}']
         reflection = ["<reflection>", "</reflection>"] * self.reflections
-        return ["<thinking>", *reflection, "</thinking>", "\n", "<output>", "</output>"]
+        return ["<thinking>", *reflection, "</thinking>", "\n", "<output>", "\n", "</output>"]
 
     def fixed_text(self) -> str:
         """The characters every reply of this form contains besides its fields (at most)."""
         if self.kind == "json":
             return "{" + ", ".join(f'"{f.name}": ""' for f in self.fields) + "}"
         return (
-            "<thinking>" + "<reflection></reflection>" * self.reflections + "</thinking>\n<output></output>"
+            "<thinking>" + "<reflection></reflection>" * self.reflections + "</thinking>\n<output>\n</output>"
         )
 
     def lark(self, count: Callable[[str], int] | None = None) -> str:
@@ -130,7 +131,7 @@ class ReplyForm:
             return f'start: "{{" {parts} "}}"\n{rules}\n'
         return (
             'start: "<thinking>" thinking ("<reflection>" reflection "</reflection>" thinking)'
-            f'{{1,{self.reflections}}} "</thinking>" gap "<output>" output "</output>"\n'
+            f'{{1,{self.reflections}}} "</thinking>" gap "<output>" gap output "</output>"\n'
             "gap[max_tokens=3]: /[ \\t]*\\n?[ \\t]*/\n"
             f"thinking[max_tokens={bounds['thinking']}]: {_TRACE_TEXT}\n"
             f"reflection[max_tokens={bounds['reflection']}]: {_TRACE_TEXT}\n"
