@@ -35,10 +35,9 @@ def parse_number(text: str) -> Fraction | None:
     return value / 100 if percent else value
 
 
-def pick_number(text: str, *, last: bool = True) -> Fraction | None:
-    """The last (or first) number in the text, normalised."""
-    matches = _NUMBER.findall(text)
-    for match in reversed(matches) if last else matches:
+def first_number(text: str) -> Fraction | None:
+    """The first number in the text, normalised."""
+    for match in _NUMBER.findall(text):
         value = parse_number(match)
         if value is not None:
             return value
@@ -47,16 +46,18 @@ def pick_number(text: str, *, last: bool = True) -> Fraction | None:
 
 def final_number(text: str) -> Fraction | None:
     """The number the text gives as its answer: the first one after its last answer marker (``#### N``,
-    ``\\boxed{N}``, ``answer is N``, ``answer: N``), else the last number of its last line.
+    ``\\boxed{N}``, ``answer is N``, ``answer: N``); without a marker, its one number, when every
+    number in it has the same value; otherwise none.
 
     Not the last number anywhere: an output that rambles on (a small teacher's often does) holds
-    numbers by chance, and one of them matching the gold is no verified answer.
+    numbers by chance, or states one answer and then another, and a number of it matching the gold
+    is no verified answer. An output with its working shown needs a marker.
     """
     markers = list(_ANSWER_MARKER.finditer(text))
     if markers:
-        return pick_number(text[markers[-1].end() :], last=False)
-    lines = [line for line in text.splitlines() if line.strip()]
-    return pick_number(lines[-1]) if lines else None
+        return first_number(text[markers[-1].end() :])
+    values = {v for m in _NUMBER.findall(text) if (v := parse_number(m)) is not None}
+    return values.pop() if len(values) == 1 else None
 
 
 def choice_letter(text: str) -> str | None:

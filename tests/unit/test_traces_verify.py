@@ -84,7 +84,12 @@ def test_a_number_found_by_chance_in_a_rambling_output_is_not_an_answer():
         'as: SECTION 1 * SECTION 2\n* In your response, the word "response" should appear.\n* There'
     )
     assert verify(rambling, "2") is False
-    assert verify("8 * 12 = 96.\n96 + 7 = 103.", "103") is True  # the last line's last number
+    # An answer, then another: not one answer. Working shown needs a marker.
+    stated_twice = "It started with 22.\nThe number of shells Ava finished with is 23."
+    assert verify(stated_twice, "23") is False and verify(stated_twice, "22") is False
+    assert verify("8 * 12 = 96.\n96 + 7 = 103.", "103") is False
+    assert verify("8 * 12 = 96.\n96 + 7 = 103.\nThe answer is 103.", "103") is True
+    assert verify("Ava started with 23 shells; 23 it is.", "23") is True  # one value, said twice
     assert verify("The answer is 41 apples, not 42.", "41") is True  # the first after the marker
     assert verify("The answer is:\n103", "103") is True
     assert verify("Final answer: \\boxed{1,250}", "1250") is True
