@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=gpu
 [ "${1:-}" = "--cpu-smoke" ] && MODE=cpu
-PY="${PYTHON:-python3}"
+# The project's environment when there is one (make install), else the machine's python3 (the bare
+# GPU machine, with wheels carried in); PYTHON overrides both.
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 WHEELS="${WHEELS:-bench/wheels}"
 WORK="${WORK:-${TMPDIR:-/tmp}/reflectory-gpu-bench}"
 RESULTS="${OUT:-$WORK}"

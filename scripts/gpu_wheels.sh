@@ -4,7 +4,7 @@
 # travel with the device call (a few MB), since the GPU machine has no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 DEST="${1:-bench/wheels}"
 mkdir -p "$DEST"
 "$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.12 \
