@@ -24,3 +24,43 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from infra.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+# -- parallel runs (pytest-xdist, ``--dist loadgroup``) ----------------------------------------------
+# Tests that share an expensive fixture run on one worker, so it is built once: a module's own
+# fixtures (a flow run that several tests compare against, a server) keep the module together, and
+# the session's vLLM engine and `vllm serve` keep their users together. Every other test goes to
+# whichever worker is free.
+SHARED_SESSION_FIXTURES = {"vllm_server": "vllm", "vllm_engine": "vllm"}
+GROUPED_MODULES = {
+    "test_recycle_flow", "test_traces_flow", "test_serve", "test_persistent_replicas", "test_pool",
+    "test_placement", "test_store_s3", "test_hf_scoring", "test_report",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        group = next((g for f, g in SHARED_SESSION_FIXTURES.items() if f in fixtures), None)
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if group is None and module in GROUPED_MODULES:
+            group = module
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            if config.getvalue("loadgroup"):
+                _suffix_node_id(item, group)
+
+
+def _suffix_node_id(item: pytest.Item, group: str) -> None:
+    """Give the node id the ``@group`` suffix that xdist's loadgroup schedules by.
+
+    xdist 3.8 writes it to ``item._nodeid``, but pytest 9.2 keeps node ids in ``item._id`` (a
+    NodeId), so xdist's own suffix is lost and every group is silently split across workers (three
+    `vllm serve` at once on 2 cores). This does what xdist means to, once.
+    """
+    if "@" in item.nodeid or not hasattr(item, "_id"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{group}")

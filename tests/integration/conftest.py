@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -69,3 +72,59 @@ def vllm_engine(tiny_model_path: Path):
     eng = VLLMEngine(str(tiny_model_path), VLLMOptions())
     yield eng
     eng.close()
+
+
+def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        RAY_AUTH_MODE="disabled",
+        OMP_WAIT_POLICY="PASSIVE",
+        HF_HUB_OFFLINE="1",
+    )
+    if api:
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``prefect server start`` on a free loopback port, with a home of its own."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    log = home / "server.log"
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=prefect_env(home), start_new_session=True, cwd=home
+        )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (
+                "prefect server not ready in 120 s:\n" + log.read_text()[-3000:]
+            )
+            time.sleep(1)
+        yield api
+    finally:
+        stop_group(proc, signal.SIGTERM)

@@ -6,79 +6,21 @@ deployments of ``infra/prefect.yaml`` registered with ``prefect deploy``.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from storage.store import Store
-from tests.integration.conftest import free_port
+from tests.integration.conftest import prefect_env as _env
+from tests.integration.conftest import stop_group as _stop
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(home: Path, api: str | None = None) -> dict[str, str]:
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        RAY_AUTH_MODE="disabled",
-        OMP_WAIT_POLICY="PASSIVE",
-        HF_HUB_OFFLINE="1",
-    )
-    if api:
-        env["PREFECT_API_URL"] = api
-    return env
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``prefect server start`` on a free loopback port, with a home of its own."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    log = home / "server.log"
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(home), start_new_session=True, cwd=home
-        )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (
-                "prefect server not ready in 120 s:\n" + log.read_text()[-3000:]
-            )
-            time.sleep(1)
-        yield api
-    finally:
-        _stop(proc, signal.SIGTERM)
 
 
 def _params(tmp_path: Path, model: Path, run_id: str | None = None) -> dict[str, object]:

@@ -16,9 +16,11 @@ class SlowEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, object, list[int]]] = []
         self.gate = threading.Event()
+        self.entered = threading.Event()  # the first call is inside the engine
 
     def run(self, method: str, arg: object, items: list[int]) -> list[int]:
         if not self.calls:
+            self.entered.set()
             self.gate.wait(10)
         self.calls.append((method, arg, list(items)))
         if method == "fail":
@@ -39,8 +41,9 @@ def submit_all(
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(len(batches))]
     threads[0].start()
-    while merger.held == 0:
-        time.sleep(0.001)
+    # Until the first batch is inside the engine: queued behind it, the others are merged together
+    # (waiting only for it to be submitted let the worker take the first with the others).
+    assert merger.run.__self__.entered.wait(10)  # type: ignore[attr-defined]
     for t in threads[1:]:
         t.start()
     while merger.held < sum(len(b[2]) for b in batches):  # every batch waits at the replica
