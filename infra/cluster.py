@@ -24,7 +24,9 @@ def connect(
 ) -> dict[str, Any]:
     """Initialise Ray once per process; return the cluster's resources.
 
-    ``address``: None or "local" starts a local Ray (dashboard off unless asked, bound to
+    ``address``: None joins the Ray that ``ray start --head`` runs on this machine when there is
+    one (no start-up wait, and its persistent replicas keep their models), else starts a local Ray;
+    "local" always starts a local Ray of this process (dashboard off unless asked, bound to
     127.0.0.1); "auto", "host:port" or "ray://host:port" joins an existing cluster, after checking
     within ``timeout_s`` that its head answers (``ray.init`` itself retries forever). Ray must be
     initialised from the main thread: a local instance started from another thread never comes up.
@@ -34,6 +36,8 @@ def connect(
     if ray.is_initialized():
         return dict(ray.cluster_resources())
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "ignore_reinit_error": True, "log_to_driver": False}
+    if address in (None, "") and (running := running_local_head()):
+        address = running
     if address in (None, "", "local"):
         kwargs.update(
             address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1"
@@ -42,10 +46,48 @@ def connect(
         check_address(address, timeout_s=timeout_s)
         kwargs["address"] = address
     try:
-        ray.init(**kwargs)
+        context = _init(ray, kwargs)
     except Exception as exc:
         raise ClusterError(f"could not start or join Ray at {address or 'a local instance'}: {exc}") from exc
+    gcs = getattr(context, "address_info", {}).get("gcs_address", "")
+    _WHERE[:] = [
+        f"started a local Ray ({gcs})"
+        if kwargs["address"] == "local"
+        else f"joined the Ray head at {gcs or address}"
+    ]
     return dict(ray.cluster_resources())
+
+
+def _init(ray: Any, kwargs: dict[str, Any]) -> Any:
+    """``ray.init``; a local start is tried once more when its raylet missed Ray's fixed 30 s to
+    register (a busy small machine), after cleaning up the half-started instance."""
+    try:
+        return ray.init(**kwargs)
+    except Exception as exc:
+        if kwargs.get("address") != "local" or "timed out during startup" not in str(exc):
+            raise
+        ray.shutdown()
+        return ray.init(**kwargs)
+
+
+def where() -> str:
+    """Which Ray this process uses, in words (after ``connect``)."""
+    return _WHERE[0] if _WHERE else "Ray is not connected"
+
+
+_WHERE: list[str] = []
+
+
+def running_local_head(timeout_s: float = 1.0) -> str | None:
+    """host:port of the Ray head started on this machine (``ray start --head``), if it answers."""
+    head = _head_address("auto") if _current_cluster_file().exists() else None
+    if not head:
+        return None
+    try:
+        _check_reachable(head, head, timeout_s)
+    except ClusterError:  # a file left by a head that is gone: start a local Ray instead
+        return None
+    return head
 
 
 def check_address(address: str, *, timeout_s: float = 10.0) -> None:
@@ -61,11 +103,21 @@ def check_address(address: str, *, timeout_s: float = 10.0) -> None:
 def _head_address(address: str) -> str | None:
     """host:port of the head to probe: from the address, or the local cluster file for 'auto'."""
     if address == "auto":
-        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        current = _current_cluster_file()
         if not current.exists():
             return os.environ.get("RAY_ADDRESS") or None
         return current.read_text().strip() or None
     return address.removeprefix("ray://")
+
+
+def _current_cluster_file() -> Path:
+    """Where ``ray start`` (with its default temp dir) writes the address of its head: /tmp/ray,
+    or under RAY_TMPDIR / TMPDIR, as Ray itself decides."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # another Ray layout: its documented default
+        return Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    return Path(get_ray_address_file(None))
 
 
 def _check_reachable(head: str, address: str, timeout_s: float) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from tasks.engine import ChatRequest, Completion, ModelRole, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
+from tasks.usage import record_engine_time
 
 from .cluster import NAMESPACE
 from .placement import Placement, plan_placement
@@ -75,6 +76,7 @@ class _Pending:
     key: tuple[str, Any]
     items: Sequence[Any]
     done: Future[list[Any]] = field(default_factory=Future)
+    seconds: float = 0.0  # this batch's share of the engine call that ran it
 
 
 class BatchMerger:
@@ -108,6 +110,10 @@ class BatchMerger:
         return self._held
 
     def submit(self, method: str, arg: Any, items: Sequence[Any]) -> list[Any]:
+        return self.submit_timed(method, arg, items)[0]
+
+    def submit_timed(self, method: str, arg: Any, items: Sequence[Any]) -> tuple[list[Any], float]:
+        """The results, and this batch's share of the engine seconds (by its share of the requests)."""
         pending = _Pending((method, arg), items)
         with self._cond:
             self._account(+len(items))
@@ -115,7 +121,7 @@ class BatchMerger:
             self._queue.append(pending)
             self._cond.notify()
         try:
-            return pending.done.result()
+            return pending.done.result(), pending.seconds
         finally:
             with self._cond:
                 self._account(-len(items))
@@ -149,6 +155,7 @@ class BatchMerger:
                 taken = self._take()
             method, arg = taken[0].key
             merged = [item for p in taken for item in p.items]
+            t0 = time.perf_counter()
             try:
                 out = self.run(method, arg, merged)
                 if len(out) != len(merged):
@@ -159,8 +166,10 @@ class BatchMerger:
                 continue
             self.stats.calls += 1
             self.stats.requests += len(merged)
+            elapsed = time.perf_counter() - t0
             start = 0
             for p in taken:
+                p.seconds = elapsed * len(p.items) / max(1, len(merged))
                 p.done.set_result(out[start : start + len(p.items)])
                 start += len(p.items)
 
@@ -201,11 +210,12 @@ class _EngineActor:
     def stats(self) -> dict[str, float]:
         return {**self.merger.stats.as_dict(), "in_flight": self.merger.held}
 
-    def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
-        return self.merger.submit("generate", sampling, requests)
+    # Each returns its results and its share of the engine's seconds (for the stage's usage).
+    def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> tuple[list[Completion], float]:
+        return self.merger.submit_timed("generate", sampling, requests)
 
-    def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
-        return self.merger.submit("target_logprobs", None, requests)
+    def target_logprobs(self, requests: Sequence[ScoreRequest]) -> tuple[list[TargetLogprobs], float]:
+        return self.merger.submit_timed("target_logprobs", None, requests)
 
 
 class EnginePool:
@@ -227,7 +237,6 @@ class EnginePool:
 
         self.role = role
         self.spec = role.spec
-        self.tokenizer = load_tokenizer(role.spec, role.options)
         self.names = [f"engine-{role.key()}-{i}" for i in range(role.replicas)]
         # Replicas someone else started (a persistent pool of the same model) are borrowed: used,
         # never killed by this pool's close().
@@ -241,6 +250,8 @@ class EnginePool:
             options = self._actor_options(i, name, placement_timeout_s)
             self.actors.append(remote.options(**options).remote(role.spec, role.options, role.merge_bound))
         self._ready_refs = [a.ready.remote() for a in self.actors]
+        # After the actors: they load their models meanwhile (the tokenizer alone takes seconds).
+        self.tokenizer = load_tokenizer(role.spec, role.options)
         self._ready_lock = threading.Lock()
         self.replicas_ready: list[dict[str, Any]] = []
         self.pids: list[int] = []
@@ -398,7 +409,7 @@ class EnginePool:
                 b, a = pending.pop(done)
                 self._release(a)
                 try:
-                    results[b] = ray.get(done)
+                    results[b] = self._metered(ray.get(done))
                 except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                     attempts[b] += 1
                     if attempts[b] > self.role.max_batch_retries:
@@ -418,6 +429,19 @@ class EnginePool:
         for a in restarted:  # Ray restarted these replicas: new processes
             self.pids[a] = ray.get(self.actors[a].ready.remote())["pid"]
         return results
+
+    def _metered(self, got: Any) -> Any:
+        """A replica's results; its engine seconds (times the replica's devices) go to the stage's meter."""
+        if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], float):
+            out, seconds = got
+            record_engine_time(seconds * self.devices)
+            return out
+        return got  # a replica of an earlier version, started before this one (persistent)
+
+    @property
+    def devices(self) -> float:
+        """Devices one replica holds: its GPUs; a CPU replica counts as one device."""
+        return max(1.0, float(self.placement.gpus or 0))
 
     def _await_restart(self, a: int) -> None:
         """Wait until Ray has restarted replica ``a`` (its model loaded again).

@@ -66,6 +66,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("counts_json", pa.string()),
             ("tokens_json", pa.string()),
             ("stage_seconds_json", pa.string()),
+            ("cost_json", pa.string()),  # tasks.cost.cost_report: usage and cost per stage and run
+            ("shards_json", pa.string()),  # the final stage's shards: rows, seconds, when they finished
         ]
     ),
     "seeds": pa.schema(

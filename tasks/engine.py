@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.cost import Prices
+
 if TYPE_CHECKING:
     from tasks.scoring.templates import PromptFormat
     from tasks.teacher.forms import ReplyForm
@@ -91,6 +93,11 @@ class ModelRole(BaseModel):
     max_batch_retries: int = Field(2, ge=0, description="Times a batch is sent again when its replica died.")
     persistent: bool = Field(
         False, description="Keep the replicas loaded after the run, for the next run on the same Ray cluster."
+    )
+    prices: Prices = Field(
+        default_factory=Prices,
+        description="Optional: $ per 1M input and output tokens (a served model) or per device-hour (local "
+        "replicas). Without prices a run shows tokens and device-hours only.",
     )
 
     @model_validator(mode="before")

@@ -29,6 +29,7 @@ from tasks.scoring.score import score_pairs, score_responses
 from tasks.teacher.forms import instruction_form, response_form
 from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
 from tasks.traces import SimpleQuestion, scorable, score_text, trace_table_rows
+from tasks.usage import metering
 
 Rows = list[dict[str, Any]]
 
@@ -85,39 +86,50 @@ class ShardSummary:
     completion_tokens: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # the stage's outcome column, value -> rows
     flags: dict[str, int] = field(default_factory=dict)  # kept / valid / verified -> rows where true
+    device_seconds: float = 0.0  # engine seconds x devices per replica spent on it in this run
+    finished_at: float = 0.0  # wall clock (epoch seconds) when its task finished
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage's table, its name in the store's shard keys, and the column its summary counts."""
+    """A stage's table, its name in the store's shard keys, the column its summary counts, and the
+    model role whose engine it uses (None: no model)."""
 
     table: str
     name: str
     count_by: str
+    role: str | None = None
 
 
-INSTRUCTION = Stage("reflections", "instruction", "parse_status")
-RESPONSE = Stage("reflections", "response", "parse_status")
-SCORE = Stage("scores", "score", "variant")
+INSTRUCTION = Stage("reflections", "instruction", "parse_status", "teacher")
+RESPONSE = Stage("reflections", "response", "parse_status", "teacher")
+SCORE = Stage("scores", "score", "variant", "student")
 SELECT = Stage("selected", "select", "reason")
-GENERATE = Stage("trace_replies", "generate", "invalid_reason")
-TRACE = Stage("traces", "trace", "reason")
+GENERATE = Stage("trace_replies", "generate", "invalid_reason", "teacher")
+TRACE = Stage("traces", "trace", "reason", "student")
+STAGES = {s.name: s for s in (INSTRUCTION, RESPONSE, SCORE, SELECT, GENERATE, TRACE)}
 FLAGS = ("kept", "valid", "verified")
 
 
-def summarize(stage: Stage, shard: int, rows: Rows, *, resumed: bool, seconds: float) -> ShardSummary:
-    """Counts, flags and teacher tokens of a shard's rows (pure)."""
+def summarize(
+    stage: Stage, shard: int, rows: Rows, *, resumed: bool, seconds: float, device_seconds: float = 0.0
+) -> ShardSummary:
+    """Counts, flags and the teacher's tokens of a shard's rows (pure). Tokens count only where the
+    stage's own model wrote them: a trace row carries its teacher reply's tokens, not the student's."""
     present = rows[0].keys() if rows else ()
+    own_tokens = stage.role == "teacher"
     return ShardSummary(
         stage=stage.name,
         shard=shard,
         rows=len(rows),
         resumed=resumed,
         seconds=seconds,
-        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in rows),
-        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in rows),
+        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in rows) if own_tokens else 0,
+        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in rows) if own_tokens else 0,
         counts=dict(Counter(str(r.get(stage.count_by) or "ok") for r in rows)),
         flags={k: sum(1 for r in rows if r.get(k) is True) for k in FLAGS if k in present},
+        device_seconds=device_seconds,
+        finished_at=time.time(),
     )
 
 
@@ -130,9 +142,17 @@ def run_stage(
     stored = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
     if stored is not None:
         return summarize(stage, job.shard, stored, resumed=True, seconds=time.perf_counter() - t0)
-    rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
+    with metering() as meter:
+        rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
     store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
-    return summarize(stage, job.shard, rows, resumed=False, seconds=time.perf_counter() - t0)
+    return summarize(
+        stage,
+        job.shard,
+        rows,
+        resumed=False,
+        seconds=time.perf_counter() - t0,
+        device_seconds=meter.device_seconds,
+    )
 
 
 def _upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:

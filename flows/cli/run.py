@@ -6,6 +6,8 @@ and then from the flags that were given: a flag left out never overrides the fil
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +24,7 @@ run_app = typer.Typer(no_args_is_help=True, help="Run a factory flow end to end.
 # Flag names that are not fields of the flow's parameters: merge_flags maps them onto the fields.
 FLAG_NAMES = (
     "teacher_options", "student_options", "teacher_replicas", "student_replicas",
-    "max_tokens", "temperature", "repetition_penalty",
+    "teacher_prices", "student_prices", "max_tokens", "temperature", "repetition_penalty",
 )  # fmt: skip
 
 
@@ -46,6 +48,8 @@ def merge_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
             model["options"] = {**(model.get("options") or {}), **options}
         if (replicas := flags.pop(f"{role}_replicas", None)) is not None:
             model["replicas"] = replicas
+        if (prices := flags.pop(f"{role}_prices", None)) is not None:
+            model["prices"] = {**(model.get("prices") or {}), **prices}
         if model:
             out[role] = model
     sampling = dict(out.get("sampling") or {})
@@ -55,6 +59,20 @@ def merge_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     if sampling:
         out["sampling"] = sampling
     out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def parse_prices(items: list[str]) -> dict[str, float]:
+    """``input=0.15 output=0.6`` or ``device_hour=2.5`` as a prices mapping (checked by the params model)."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"price {item!r} is not KEY=VALUE (keys: input, output, device_hour)")
+        try:
+            out[key.strip().replace("-", "_")] = float(value)
+        except ValueError:
+            raise ValueError(f"price {item!r}: {value!r} is not a number") from None
     return out
 
 
@@ -82,6 +100,13 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             list[str] | None, typer.Option("--student-option", "-S", help="student engine option KEY=VALUE")
         ] = None,
         teacher_replicas: Annotated[int | None, typer.Option(help="teacher replicas [default: 1]")] = None,
+        teacher_price: Annotated[
+            list[str] | None,
+            typer.Option(help="teacher price KEY=VALUE: input, output ($ per 1M tokens) or device_hour ($)"),
+        ] = None,
+        student_price: Annotated[
+            list[str] | None, typer.Option(help="student price KEY=VALUE (as --teacher-price)")
+        ] = None,
         student_replicas: Annotated[int | None, typer.Option(help="student replicas [default: 1]")] = None,
         run_id: Annotated[
             str | None, typer.Option(help="reuse to resume: only missing shards are computed")
@@ -102,7 +127,11 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             ),
         ] = None,
         ray_address: Annotated[
-            str | None, typer.Option(help="'auto' or ray://host:10001; default: a local Ray")
+            str | None,
+            typer.Option(
+                help="'auto' or ray://host:10001; 'local': a Ray of this run's own; default: the head "
+                "`ray start --head` runs here, else a local Ray"
+            ),
         ] = None,
         offline: Annotated[
             bool | None,
@@ -127,6 +156,8 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 "teacher_options": parse_options(teacher_option) if teacher_option else None,
                 "student_options": parse_options(student_option) if student_option else None,
                 "teacher_replicas": teacher_replicas, "student_replicas": student_replicas,
+                "teacher_prices": parse_prices(teacher_price) if teacher_price else None,
+                "student_prices": parse_prices(student_price) if student_price else None,
                 "run_id": run_id, "shard_size": shard_size, "limit": limit, "max_tokens": max_tokens,
                 "temperature": temperature, "repetition_penalty": repetition_penalty,
                 "constrained": None if free_text is None else not free_text,
@@ -143,6 +174,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             raise typer.Exit(2) from exc
         summary = run_flow(name, params)
         _print_summary(name, summary, params.store)
+        exit_now(0)
 
     command.__doc__ = doc
     return command
@@ -164,6 +196,7 @@ run_app.command("traces")(
 
 def run_flow(name: str, params: Any) -> dict[str, Any]:
     """Run a flow, turning the usual user errors into one clear line instead of a traceback."""
+    from flows.prefect_api import PrefectAPIError
     from flows.preflight import preflight
     from flows.recycle import recycle_flow
     from flows.traces import traces_flow
@@ -184,6 +217,7 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
         StoreError,
         PoolError,
         ExportError,
+        PrefectAPIError,
         FileNotFoundError,
         ValueError,
     ) as exc:
@@ -193,44 +227,69 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
 
 def warm_up(params: Any) -> None:
     """Start Prefect's API, Ray and the model replicas at once, before the flow: on a small machine
-    each takes seconds (Prefect's local API and Ray about 5 each, a model as long again), and the
-    flow then finds all three running in this process. Ray must start in the main thread, so
-    Prefect's API starts in another."""
+    each takes seconds, and the flow then finds all three running in this process. Ray must start
+    in the main thread, so Prefect's API starts in another (``flows.prefect_api``: the configured
+    server, else Prefect's temporary local API)."""
     import threading
 
-    from infra.cluster import connect
+    from flows.prefect_api import ensure_api
+    from infra.cluster import connect, where
     from infra.models import go_offline
     from infra.pool import start_pool
 
     if params.offline:
         go_offline()  # before Ray starts
-    prefect = threading.Thread(target=_start_prefect_api, name="prefect-api", daemon=True)
+    failed: list[BaseException] = []
+
+    def start_api() -> None:
+        try:
+            ensure_api()
+        except BaseException as exc:  # re-raised in the main thread, as the command's one-line error
+            failed.append(exc)
+
+    prefect = threading.Thread(target=start_api, name="prefect-api-start", daemon=True)
     prefect.start()
     connect(params.ray_address)
+    err.print(f"[dim]{where()}[/]")
     for role in (params.teacher, params.student):
         start_pool(role)
     prefect.join()
+    if failed:
+        raise failed[0]
 
 
-def _start_prefect_api() -> None:
-    """Bring up Prefect's API (the local one when no server is configured); errors surface in the flow."""
-    from prefect.client.orchestration import get_client
+def exit_now(code: int = 0) -> None:
+    """End the command without waiting on teardown that the process exit does anyway.
 
-    try:
-        with get_client(sync_client=True) as client:
-            client.api_healthcheck()
-    except Exception:  # the flow reports a real problem with the API itself, with its own message
-        return
+    What must not be lost is handed over first: Prefect's queued states and logs, this command's
+    output, and Ray's own processes (a local Ray is stopped; a cluster is only left)."""
+    from flows.prefect_api import finish
+    from infra.cluster import shutdown
+
+    finish()
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
+    from tasks.cost import format_cost
+
     table = Table(title=f"{name} run {summary['run_id']}", show_header=False)
     for key in ("pairs", "questions", "shards", "resumed_shards", "valid", "verified", "kept"):
         if key in summary:
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
+    cost = summary.get("cost") or {}
+    table.add_row("device-hours", f"{cost.get('device_hours', 0.0):.5f}")
+    if cost.get("total") is not None:  # no prices given: no cost shown, never an invented one
+        table.add_row("cost", format_cost(cost["total"]))
+        table.add_row("cost per kept pair", format_cost(cost.get("per_kept_pair")))
     console.print(table)
+    if summary.get("report"):
+        console.print(f"Report: {summary['report']}")
     console.print("Look at the results with SQL, for example:")
     query = {
         "recycle": "SELECT variant, reason, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd, "

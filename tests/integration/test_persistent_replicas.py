@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,27 +46,61 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Ray head of its own (``ray start --head --block``), stopped with its process group."""
     port = free_port()
     log = tmp_path_factory.mktemp("ray") / "head.log"
+    # A temp dir of its own (short: Ray's socket paths must fit 107 bytes), so the head's address
+    # file is not /tmp/ray's, which runs started meanwhile by other tests would join.
+    temp_dir = _ray_tmpdir()
     cmd = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
         "--num-cpus=2", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
     ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     address = f"127.0.0.1:{port}"
+    proc = _start_head(cmd, log)
     try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log.read_text():
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         yield address
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_head(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``ray start --head``, tried twice: Ray gives its raylet a fixed 30 s to register, which a
+    full suite on 2 cores can exceed ("timed out during startup")."""
+    for attempt in (1, 2):
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+            )
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            if proc.poll() is not None:
+                break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            return proc
+        assert attempt == 1 and "timed out during startup" in log.read_text(), log.read_text()[-3000:]
+    raise AssertionError("unreachable")
+
+
+_TMPDIR: list[str] = []
+
+
+def _ray_tmpdir() -> str:
+    """RAY_TMPDIR of this module's head and drivers: Ray's files go to RAY_TMPDIR/ray."""
+    if not _TMPDIR:
+        _TMPDIR.append(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))
+    return _TMPDIR[0]
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", OMP_WAIT_POLICY="PASSIVE")
+    return dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        RAY_AUTH_MODE="disabled",
+        OMP_WAIT_POLICY="PASSIVE",
+        RAY_TMPDIR=_ray_tmpdir(),
+    )
 
 
 def drive(address: str, spec: str, persistent: bool, options: str = "{}") -> dict[str, object]:
@@ -88,3 +125,21 @@ def test_a_second_run_reuses_persistent_replicas(ray_head: str, tiny_model_path:
     # Replicas a non-persistent run starts (another model: other options) die with its pool.
     other = '{"dtype": "float32"}'
     assert drive(ray_head, spec, False, other)["pids"] != drive(ray_head, spec, False, other)["pids"]
+
+
+def test_a_run_without_an_address_joins_the_head_running_here(
+    ray_head: str, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"instruction": "Say hi.", "input": "", "output": "Hi."}) + "\n")
+    spec = f"hf:{tiny_model_path}"
+    env = dict(_env(), PREFECT_HOME=str(tmp_path / "prefect"), HF_HUB_OFFLINE="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(tmp_path / "store"),
+         "--teacher", spec, "--student", spec, "--max-tokens", "4", "--free-text"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    # The head's own address (its node IP), at the port the head was started on.
+    port = ray_head.rsplit(":", 1)[1]
+    assert re.search(rf"joined the Ray head at \S+:{port}\b", out.stderr), out.stderr[-2000:]

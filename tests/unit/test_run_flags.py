@@ -112,3 +112,30 @@ def test_a_file_may_use_the_flags_names_and_bare_specs() -> None:
     assert (p.sampling.max_tokens, p.sampling.temperature, p.store, p.shard_size) == (8, 0.0, "./cfgstore", 3)
     flagged = RecycleParams(**merge_flags(flat, {**NO_FLAGS, "max_tokens": 64, "teacher_options": {"x": 1}}))
     assert flagged.sampling.max_tokens == 64 and flagged.teacher.options == {"dtype": "float32", "x": 1}
+
+
+def test_price_flags_merge_into_the_files_prices_key_by_key() -> None:
+    from flows.cli.run import parse_prices
+
+    base = {**FILE, "teacher": {**FILE["teacher"], "prices": {"input": 0.5, "output": 1.5}}}
+    flags = {
+        **NO_FLAGS,
+        "teacher_prices": parse_prices(["output=2"]),
+        "student_prices": parse_prices(["device-hour=3"]),
+    }
+    p = RecycleParams(**merge_flags(base, flags))
+    assert (p.teacher.prices.input, p.teacher.prices.output, p.teacher.prices.device_hour) == (0.5, 2.0, None)
+    assert p.student.prices.device_hour == 3.0 and not params().teacher.prices.given()
+
+
+@pytest.mark.parametrize(("item", "why"), [("input", "KEY=VALUE"), ("input=cheap", "not a number")])
+def test_a_bad_price_flag_says_why(item: str, why: str) -> None:
+    from flows.cli.run import parse_prices
+
+    with pytest.raises(ValueError, match=why):
+        parse_prices([item])
+
+
+def test_an_unknown_price_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="per_token"):
+        RecycleParams(**merge_flags(FILE, {**NO_FLAGS, "teacher_prices": {"per_token": 1.0}}))
