@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
+from flows.artifacts import StageProgress, publish_summary
 from flows.params import RunParams
 from flows.progress import stages_progress
 from infra.cluster import connect
@@ -26,11 +28,14 @@ from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import close_pools, get_pool
 from storage.hub_export import run_export
+from storage.report.data import collect
+from storage.report.page import write_report
 from storage.store import Store
+from tasks.cost import Prices, StageUsage, cost_report
 from tasks.engine import Engine, ModelRole
 from tasks.runs import new_run_id
 from tasks.scoring.ifd import SCORING_VERSION
-from tasks.shards import ShardJob, ShardSummary
+from tasks.shards import STAGES, ShardJob, ShardSummary
 from tasks.versions import package_versions
 
 PACKAGES = (
@@ -133,12 +138,15 @@ class FlowRun:
         services = FactoryServices(self.store)
         try:
             with self.stage("shards"), stages_progress(stages, len(jobs)) as advance:
+                artifacts = StageProgress(self.flow, stages, len(jobs))
                 chains = [submit(job, services) for job in jobs]
                 stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
                 for done in as_completed([f for chain in chains for f in chain]):
                     done.wait()  # its final state; ``state`` alone may ask the API, which lags
                     if done.state.is_completed():
                         advance(stage_of[id(done)])
+                        artifacts.advance(stage_of[id(done)])
+                artifacts.close()
                 # In stage order, so that a failure raises its own error, not a downstream "not run".
                 for i in range(len(stages)):
                     for chain in chains:
@@ -168,11 +176,45 @@ class FlowRun:
             "reasons": dict(reasons),
             "ingest": ingest.__dict__,
         }
-        summary["export"] = self.export(final)
-        self.record(summary, _tokens(summaries), _stage_seconds(summaries))
+        cost = cost_report(_usage(summaries), self._prices(), summary["kept"])
+        summary["cost"] = {k: cost[k] for k in ("total", "per_kept_pair", "device_hours", "currency")}
+        shards = _shards(last, self.started)
+        row = self.runs_row(summary, _tokens(summaries), _stage_seconds(summaries), cost, shards)
+        summary["export"] = self.export(final, row)
+        row["counts_json"] = json.dumps(summary, default=str)
+        row["ended_at"] = datetime.now(UTC)
+        self.store.append("runs", [row])
+        summary["report"] = self.show(row)
         return summary
 
-    def export(self, stage: str) -> dict[str, Any] | None:
+    def _prices(self) -> dict[str, Prices]:
+        roles = {"teacher": self.params.teacher.prices, "student": self.params.student.prices}
+        return {role: prices for role, prices in roles.items() if prices.given()}
+
+    def show(self, row: dict[str, Any]) -> str | None:
+        """The run's report page and its Prefect artifacts. A failure here is logged, never the run's:
+        its rows and its runs row are committed already."""
+        logger = get_run_logger()
+        try:
+            data = collect(self.store, self.run_id)
+            page = None
+            if self.params.report:
+                page = write_report(self.store, self.run_id, self.report_dir(), data=data)
+                logger.info("report: %s", page)
+            publish_summary(data, page)
+        except Exception as exc:  # a report is a view of the run, not the run
+            logger.warning("no report or artifacts for run %s: %s", self.run_id, exc)
+            return None
+        return str(page) if page else None
+
+    def report_dir(self) -> Path:
+        """Where the run's report goes: the given folder, else ``reports/`` in a local store, else
+        ``./reports`` (a store on S3 holds tables only)."""
+        if self.params.report_dir:
+            return Path(self.params.report_dir).expanduser()
+        return Path(self.store.uri) / "reports" if self.store.is_local else Path("reports")
+
+    def export(self, stage: str, row: dict[str, Any]) -> dict[str, Any] | None:
         """The optional last stage: this run's rows of the final table, curated and exported."""
         wanted = self.params.export
         if wanted is None:
@@ -189,37 +231,39 @@ class FlowRun:
             }
         )
         with self.stage("export"):
-            result = run_export(params)
+            result = run_export(params, run_rows={self.run_id: row})
         return {"destination": result.destination, "rows": result.split_rows, "commit": result.commit}
 
-    def record(
-        self, summary: dict[str, Any], tokens: list[dict[str, Any]], shard_seconds: dict[str, float]
-    ) -> None:
-        """The ``runs`` row: config, versions, counts, tokens and wall time per stage."""
-        self.store.append(
-            "runs",
-            [
+    def runs_row(
+        self,
+        summary: dict[str, Any],
+        tokens: list[dict[str, Any]],
+        shard_seconds: dict[str, float],
+        cost: dict[str, Any],
+        shards: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The ``runs`` row: config, versions, counts, tokens, wall time, usage and cost per stage."""
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "status": "completed",
+            "started_at": self.started,
+            "ended_at": datetime.now(UTC),
+            "config_json": self.params.model_dump_json(),
+            "versions_json": json.dumps(
                 {
-                    "run_id": self.run_id,
-                    "flow": self.flow,
-                    "status": "completed",
-                    "started_at": self.started,
-                    "ended_at": datetime.now(UTC),
-                    "config_json": self.params.model_dump_json(),
-                    "versions_json": json.dumps(
-                        {
-                            "packages": package_versions(PACKAGES),
-                            "scoring": SCORING_VERSION,
-                            "teacher": model_fingerprint(self.params.teacher.spec),
-                            "student": model_fingerprint(self.params.student.spec),
-                        }
-                    ),
-                    "counts_json": json.dumps(summary, default=str),
-                    "tokens_json": json.dumps(tokens),
-                    "stage_seconds_json": json.dumps({**self.seconds, "task_seconds": shard_seconds}),
+                    "packages": package_versions(PACKAGES),
+                    "scoring": SCORING_VERSION,
+                    "teacher": model_fingerprint(self.params.teacher.spec),
+                    "student": model_fingerprint(self.params.student.spec),
                 }
-            ],
-        )
+            ),
+            "counts_json": json.dumps(summary, default=str),
+            "tokens_json": json.dumps(tokens),
+            "stage_seconds_json": json.dumps({**self.seconds, "task_seconds": shard_seconds}),
+            "cost_json": json.dumps(cost),
+            "shards_json": json.dumps(shards),
+        }
 
 
 def _tokens(summaries: Sequence[ShardSummary]) -> list[dict[str, Any]]:
@@ -230,6 +274,30 @@ def _tokens(summaries: Sequence[ShardSummary]) -> list[dict[str, Any]]:
             by_stage[s.stage][0] += s.prompt_tokens
             by_stage[s.stage][1] += s.completion_tokens
     return [{"stage": k, "prompt": v[0], "completion": v[1]} for k, v in sorted(by_stage.items())]
+
+
+def _usage(summaries: Sequence[ShardSummary]) -> list[StageUsage]:
+    """What each stage used: the teacher's tokens (every shard, resumed ones included: the rows
+    record them) and engine device-seconds (the shards this run computed)."""
+    tokens: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for s in summaries:
+        tokens[s.stage][0] += s.prompt_tokens
+        tokens[s.stage][1] += s.completion_tokens
+        tokens[s.stage][2] += s.device_seconds
+    return [
+        StageUsage(stage, STAGES[stage].role if stage in STAGES else None, int(p), int(c), d)
+        for stage, (p, c, d) in tokens.items()
+    ]
+
+
+def _shards(final: Sequence[ShardSummary], started: datetime) -> list[dict[str, Any]]:
+    """The final stage's shards: rows, task seconds, seconds since the run started when they finished."""
+    t0 = started.timestamp()
+    return [
+        {"shard": s.shard, "rows": s.rows, "seconds": s.seconds, "resumed": s.resumed,
+         "finished_s": max(0.0, s.finished_at - t0)}
+        for s in sorted(final, key=lambda s: s.finished_at)
+    ]  # fmt: skip
 
 
 def _stage_seconds(summaries: Sequence[ShardSummary]) -> dict[str, float]:

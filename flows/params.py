@@ -48,7 +48,15 @@ class RunParams(BaseModel):
     limit: int | None = Field(None, ge=1, description="Use only the first N rows of the input.")
     ray_address: str | None = Field(
         None,
-        description="Empty for a local Ray started for this run; 'auto' or ray://host:10001 for a cluster.",
+        description="Empty: the Ray head running on this machine (ray start --head), else a local Ray "
+        "started for this run; 'local' for a Ray of this run's own; 'auto' or ray://host:10001 for a "
+        "cluster.",
+    )
+    report: bool = Field(
+        True, description="Write the run's report page (plots, config, lineage) at the end; see report_dir."
+    )
+    report_dir: str | None = Field(
+        None, description="Folder of the report page. Default: reports/ in a local store, else ./reports."
     )
     offline: bool = Field(
         False,

@@ -75,6 +75,7 @@ class SectionContext:
     command: str
     versions: dict[str, str]
     system_prompt_version: str | None = None
+    plots: list[dict[str, str]] = field(default_factory=list)  # title, path in the repo
 
 
 def _fmt(x: float) -> str:
@@ -110,6 +111,7 @@ def _template_context(s: SectionContext) -> dict[str, Any]:
         "command": s.command,
         "versions": s.versions,
         "system_prompt_version": s.system_prompt_version,
+        "plots": s.plots,
     }
 
 

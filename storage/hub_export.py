@@ -28,6 +28,7 @@ from tasks.curate import CurationConfig, CurationResult, curate, score_summaries
 from tasks.versions import package_versions
 
 from .dataset_card import Lineage, SectionContext, build_card, curation_json
+from .report.card import CardImage, card_images
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class ExportParams(BaseModel):
     seed: int = Field(0, description="seed of the train/test split")
     license: str = Field("other", description="license id for the card (the source data's license)")
     pretty_name: str | None = None
+    plots: bool = Field(
+        True, description="put the runs' plots (PNG) in the dataset and show them on the card"
+    )
     curation: CurationConfig = Field(default_factory=CurationConfig)
 
     @model_validator(mode="after")
@@ -86,6 +90,7 @@ class Prepared:
     result: CurationResult
     section: SectionContext
     total_rows: int
+    images: list[CardImage] = field(default_factory=list)  # the runs' plots, linked from the card
 
 
 @dataclass
@@ -181,7 +186,11 @@ def load_benchmarks(config: CurationConfig) -> list[Any]:
 
 # -- preparing -------------------------------------------------------------------------------------
 def prepare(
-    params: ExportParams, table: pa.Table, lineage: Lineage, benchmarks: list[Any] | None = None
+    params: ExportParams,
+    table: pa.Table,
+    lineage: Lineage,
+    benchmarks: list[Any] | None = None,
+    images: list[CardImage] | None = None,
 ) -> Prepared:
     """Curate, format and split ``table``; everything but the writing."""
     from datasets import Dataset, DatasetDict
@@ -224,8 +233,9 @@ def prepare(
         command=reproduce_command(params, lineage.version),
         versions=_versions(),
         system_prompt_version=prompt_version,
+        plots=[{"title": i.title, "path": i.path} for i in images or []],
     )
-    return Prepared(dd, result, section, sum(split_rows.values()))
+    return Prepared(dd, result, section, sum(split_rows.values()), list(images or []))
 
 
 def reproduce_command(params: ExportParams, version: int | None) -> str:
@@ -269,7 +279,7 @@ def resolve_token(token: str | None = None) -> str:
 
 def push(prepared: Prepared, params: ExportParams, token: str) -> ExportResult:
     """``push_to_hub`` the splits, then the card, in a commit on top of the data commit."""
-    from huggingface_hub import DatasetCard, HfApi
+    from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
     from huggingface_hub.errors import EntryNotFoundError
 
     assert params.repo is not None
@@ -287,11 +297,14 @@ def push(prepared: Prepared, params: ExportParams, token: str) -> ExportResult:
     except EntryNotFoundError:
         previous = None
     card = _card(prepared, params, previous, None)
-    card_url = DatasetCard(card).push_to_hub(
+    DatasetCard(card).validate(repo_type="dataset")
+    operations = [CommitOperationAdd("README.md", card.encode("utf-8"))]
+    operations += [CommitOperationAdd(i.path, i.png) for i in prepared.images]
+    commit = api.create_commit(
         params.repo,
-        token=token,
+        operations,
         repo_type="dataset",
-        commit_message=f"reflectory export: dataset card for config {params.config_name}",
+        commit_message=f"reflectory export: dataset card and plots for config {params.config_name}",
         parent_commit=info.oid,  # fails loudly if someone committed in between
     )
     log.info("pushed %s (config %s) to %s", prepared.section.split_rows, params.config_name, params.repo)
@@ -300,7 +313,7 @@ def push(prepared: Prepared, params: ExportParams, token: str) -> ExportResult:
         split_rows=prepared.section.split_rows,
         curation=prepared.result,
         card=card,
-        commit=_commit_of(str(card_url)) or info.oid,
+        commit=commit.oid or info.oid,
         lineage=prepared.section.lineage,
     )
 
@@ -342,6 +355,9 @@ def write_dir(prepared: Prepared, params: ExportParams) -> ExportResult:
     MetadataConfigs({params.config_name: {"data_files": files}}).to_dataset_card_data(data)
     card = _card(prepared, params, previous, data)
     readme.write_text(card, encoding="utf-8")
+    for image in prepared.images:
+        (root / image.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / image.path).write_bytes(image.png)
     log.info("wrote %s (config %s) to %s", prepared.section.split_rows, params.config_name, root)
     return ExportResult(
         destination=str(root),
@@ -379,15 +395,24 @@ def run_export(
     lineage: Lineage | None = None,
     token: str | None = None,
     benchmarks: list[Any] | None = None,
+    run_rows: dict[str, dict[str, Any]] | None = None,
 ) -> ExportResult:
-    """Read (unless ``table`` is given), curate, and push or write. The CLI and the flow call this."""
+    """Read (unless ``table`` is given), curate, and push or write. The CLI and the flow call this.
+
+    The card shows the plots of the exported rows' runs, read from the store (``run_rows``: rows of
+    runs not recorded yet, i.e. the flow's own)."""
     if table is None:
         table, lineage = read_from_store(params.store, params.table, params.version)
     elif lineage is None:
         lineage = lineage_of(table, table=params.table, version=params.version)
     assert lineage is not None
     hub_token = resolve_token(token) if params.to_dir is None else None  # fail before the work
-    prepared = prepare(params, table, lineage, benchmarks)
+    images: list[CardImage] = []
+    if params.plots:
+        from storage.store import Store
+
+        images = card_images(Store(params.store), lineage.run_ids, params.config_name, run_rows)
+    prepared = prepare(params, table, lineage, benchmarks, images)
     if params.to_dir is not None:
         return write_dir(prepared, params)
     assert hub_token is not None

@@ -17,11 +17,13 @@ def main() -> None:
 def _register() -> None:
     from flows.cli import export, serve, store
     from flows.cli.reflect import reflect_command
+    from flows.cli.report import report_command
     from flows.cli.run import run_app
     from flows.cli.score import score_command
 
     app.command("score")(score_command)
     app.command("reflect")(reflect_command)
+    app.command("report")(report_command)
     app.add_typer(run_app, name="run")
     store.register(app)
     export.register(app)

@@ -165,8 +165,15 @@ def test_push_to_the_hub_and_load_back(tmp_path: Path, hub: HubServer, factory: 
     for name in ("koala", "lima", "sinstruct", "vicuna", "wizardlm"):
         assert f"| {name} | 1 | 1 | 1 |" in body
 
-    # The server got the token on its API calls; it was written nowhere.
+    # The plots of the rows' run are PNG files of the repo, and each config's section links them.
     repo = hub.state.repos[("dataset", "org/recycled")]
+    for config in ("default", "chat"):
+        for name, title in (("reasons", "Selection reasons"), ("distributions", "IFD and r-IFD by variant")):
+            path = f"images/{config}/run-1/{name}.png"
+            assert f"![{title}]({path})" in body
+            assert hub.state.blob(repo.head.files[path].sha256).startswith(b"\x89PNG\r\n\x1a\n"), path
+
+    # The server got the token on its API calls; it was written nowhere.
     assert repo.private
     assert hub.tokens_seen["valid"] > 0 and hub.tokens_seen["invalid"] == 0
     assert any(p.endswith(".parquet") and e.lfs for p, e in repo.head.files.items())  # went through LFS
@@ -189,6 +196,8 @@ def test_to_dir_loads_offline_with_the_same_rows(tmp_path: Path, factory: Path) 
     card = DatasetCard((out / "README.md").read_text())
     assert {c["config_name"] for c in card.data.configs} == {"default", "chat"}
     assert "## Config `chat`" in card.text and "## Config `default`" in card.text
+    for path in ("images/default/run-1/reasons.png", "images/chat/run-1/scatter.png"):
+        assert (out / path).read_bytes().startswith(b"\x89PNG") and f"]({path})" in card.text
     assert_no_token(tmp_path, first, second)
 
 

@@ -88,6 +88,7 @@ class CleanRun:
     store: Path
     model: Path
     selected: list[tuple]
+    stdout: str = ""
 
     def args(self, run_id: str) -> tuple[Path, Path, Path, str]:
         return self.inp, self.store, self.model, run_id
@@ -108,7 +109,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Cl
     store = tmp / "factory"
     out = run(recycle_cmd(inp, store, tiny_model_path, "clean"), tmp)
     assert "recycle run" in out.stdout
-    return CleanRun(tmp, inp, store, tiny_model_path, selected(store, "clean"))
+    return CleanRun(tmp, inp, store, tiny_model_path, selected(store, "clean"), out.stdout)
 
 
 def test_recycle_fills_tables(clean: CleanRun) -> None:
@@ -125,6 +126,12 @@ def test_recycle_fills_tables(clean: CleanRun) -> None:
     assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
     assert json.loads(versions)["scoring"] == "scoring/v2"
     assert {t["stage"] for t in json.loads(tokens)} == {"instruction", "response"}
+    # No prices given: usage is recorded and shown, a cost never.
+    [(cost_json,)] = st.sql("SELECT cost_json FROM runs WHERE run_id = 'clean'").fetchall()
+    cost = json.loads(cost_json)
+    assert cost["total"] is None and all(s["cost"] is None for s in cost["stages"])
+    assert cost["prompt_tokens"] > 0 and cost["device_hours"] > 0
+    assert "device-hours" in clean.stdout and "$" not in clean.stdout
 
 
 def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> None:
