@@ -298,6 +298,8 @@ class EnginePool:
         }
         if role.persistent:
             options["lifetime"] = "detached"
+        if not placement.gpus:
+            options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(cpu_threads(role.replicas))}}
         if placement.bundles and name not in self.borrowed:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -461,6 +463,22 @@ class EnginePool:
                 time.sleep(0.5)
             except Exception:  # dead for good, or not back in time: the retry reports it
                 return
+
+
+def cpu_threads(replicas: int) -> int:
+    """Compute threads of a replica on CPU: the smallest node's cores shared by the pool's replicas.
+
+    Ray sets OMP_NUM_THREADS to an actor's reserved CPUs (1 by default), which left one replica on a
+    2-core machine computing on one core while the same engine in one process used two (the flow
+    took 70 ms a pair against 48 raw). The reservation stays small, so a teacher and a student of
+    different models both fit; OMP_NUM_THREADS set by the user wins.
+    """
+    import ray
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")] or [os.cpu_count() or 1]
+    return max(1, int(min(cores)) // max(1, replicas))
 
 
 _POOLS: dict[str, EnginePool] = {}

@@ -70,7 +70,12 @@ class ModelRole(BaseModel):
     replicas: int = Field(
         1, ge=1, description="Copies of the model loaded at once; requests are balanced across them."
     )
-    num_cpus: float = Field(1.0, ge=0, description="CPU cores reserved for each replica.")
+    num_cpus: float = Field(
+        1.0,
+        ge=0,
+        description="Ray CPUs reserved for each replica. A replica on CPU computes with the smallest "
+        "node's cores divided among the pool's replicas (OMP_NUM_THREADS overrides).",
+    )
     num_gpus: float | None = Field(
         None,
         ge=0,

@@ -32,9 +32,9 @@ def report_command(
 
     try:
         page = write_report(Store(store), run_id, out)
-        console.print(f"report: {page.resolve()}")
+        console.print(f"report: {page.resolve()}", soft_wrap=True)
         if screenshot is not None:
-            console.print(f"screenshot: {take_screenshot(page, screenshot).resolve()}")
+            console.print(f"screenshot: {take_screenshot(page, screenshot).resolve()}", soft_wrap=True)
     except (StoreError, ReportError, ScreenshotError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc

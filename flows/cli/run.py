@@ -289,7 +289,7 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
         table.add_row("cost per kept pair", format_cost(cost.get("per_kept_pair")))
     console.print(table)
     if summary.get("report"):
-        console.print(f"Report: {summary['report']}")
+        console.print(f"Report: {summary['report']}", soft_wrap=True)  # a path stays one line
     console.print("Look at the results with SQL, for example:")
     query = {
         "recycle": "SELECT variant, reason, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd, "

@@ -61,7 +61,12 @@ def distributions(data: dict[str, Any]) -> bytes:
             jitter = [i + ((k * 37) % 21 - 10) / 60 for k in range(len(values))]
             ax.scatter(jitter, values, s=8, alpha=0.5, color="#4472c4")
         ax.axhline(1.0, color=DROPPED, linestyle="--", linewidth=1, label="1 (kept below)")
-        ax.set_title({"ifd": "IFD per variant", "rifd": "r-IFD per variant"}[metric])
+        title = {"ifd": "IFD per variant", "rifd": "r-IFD per variant"}[metric]
+        flat = [v for values in series for v in values if v > 0]
+        if flat and max(flat) > 20 * min(flat):  # one outlier would flatten the rest: a log axis
+            ax.set_yscale("log")
+            title += " (log scale)"
+        ax.set_title(title)
         ax.set_ylabel(metric.replace("rifd", "r-IFD").replace("ifd", "IFD"))
         ax.legend(loc="upper right", fontsize=8)
     return _png(fig)
