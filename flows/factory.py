@@ -178,7 +178,8 @@ class FlowRun:
         }
         cost = cost_report(_usage(summaries), self._prices(), summary["kept"])
         summary["cost"] = {k: cost[k] for k in ("total", "per_kept_pair", "device_hours", "currency")}
-        shards = _shards(last, self.started)
+        shards = _shards(last, summaries, self.started)
+        summary["nodes"] = dict(Counter(node for s in shards for node in s["nodes"]))
         row = self.runs_row(summary, _tokens(summaries), _stage_seconds(summaries), cost, shards)
         summary["export"] = self.export(final, row)
         row["counts_json"] = json.dumps(summary, default=str)
@@ -290,12 +291,18 @@ def _usage(summaries: Sequence[ShardSummary]) -> list[StageUsage]:
     ]
 
 
-def _shards(final: Sequence[ShardSummary], started: datetime) -> list[dict[str, Any]]:
-    """The final stage's shards: rows, task seconds, seconds since the run started when they finished."""
+def _shards(
+    final: Sequence[ShardSummary], summaries: Sequence[ShardSummary], started: datetime
+) -> list[dict[str, Any]]:
+    """The final stage's shards: rows, task seconds, seconds since the run started when they finished,
+    and the Ray nodes whose replicas computed any stage of them (none for a resumed shard)."""
     t0 = started.timestamp()
+    nodes: dict[int, set[str]] = defaultdict(set)
+    for s in summaries:
+        nodes[s.shard].update(s.nodes)
     return [
         {"shard": s.shard, "rows": s.rows, "seconds": s.seconds, "resumed": s.resumed,
-         "finished_s": max(0.0, s.finished_at - t0)}
+         "finished_s": max(0.0, s.finished_at - t0), "nodes": sorted(nodes[s.shard])}
         for s in sorted(final, key=lambda s: s.finished_at)
     ]  # fmt: skip
 

@@ -202,6 +202,7 @@ class _EngineActor:
         group = ray.get_runtime_context().get_placement_group_id()
         return {
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
             "merge_bound": self.merger.bound,
             "gpus": [str(g) for g in ray.get_gpu_ids()],
             "placement_group": group,
@@ -255,6 +256,7 @@ class EnginePool:
         self._ready_lock = threading.Lock()
         self.replicas_ready: list[dict[str, Any]] = []
         self.pids: list[int] = []
+        self.nodes: list[str] = []  # the Ray node of each replica
         self.pids_at_start: list[int] = []
         self.merge_bounds: list[int] = []
         self.max_in_flight = 1
@@ -277,6 +279,7 @@ class EnginePool:
                 self.close()
                 raise PoolError(f"replicas of {self.role.spec} did not start: {_cause(exc)}") from exc
             self.pids = [r["pid"] for r in ready]
+            self.nodes = [r["node"] for r in ready]
             self.merge_bounds = [int(r["merge_bound"]) for r in ready]
             self.pids_at_start = list(self.pids)
             self.max_in_flight = self.role.max_in_flight or max(
@@ -298,6 +301,8 @@ class EnginePool:
         }
         if role.persistent:
             options["lifetime"] = "detached"
+        if role.spread and not (placement.bundles and name not in self.borrowed):
+            options["scheduling_strategy"] = "SPREAD"  # one replica per node while nodes last
         if not placement.gpus:
             options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(cpu_threads(role.replicas))}}
         if placement.bundles and name not in self.borrowed:
@@ -411,7 +416,7 @@ class EnginePool:
                 b, a = pending.pop(done)
                 self._release(a)
                 try:
-                    results[b] = self._metered(ray.get(done))
+                    results[b] = self._metered(ray.get(done), a)
                 except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                     attempts[b] += 1
                     if attempts[b] > self.role.max_batch_retries:
@@ -429,14 +434,16 @@ class EnginePool:
             for _, a in pending.values():  # abandoned on an error: give the slots back
                 self._release(a)
         for a in restarted:  # Ray restarted these replicas: new processes
-            self.pids[a] = ray.get(self.actors[a].ready.remote())["pid"]
+            again = ray.get(self.actors[a].ready.remote())
+            self.pids[a], self.nodes[a] = again["pid"], again["node"]  # perhaps on another node now
         return results
 
-    def _metered(self, got: Any) -> Any:
-        """A replica's results; its engine seconds (times the replica's devices) go to the stage's meter."""
+    def _metered(self, got: Any, a: int) -> Any:
+        """A replica's results; its engine seconds (times the replica's devices) and its node go to
+        the stage's meter."""
         if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], float):
             out, seconds = got
-            record_engine_time(seconds * self.devices)
+            record_engine_time(seconds * self.devices, self.nodes[a] if a < len(self.nodes) else None)
             return out
         return got  # a replica of an earlier version, started before this one (persistent)
 

@@ -96,6 +96,11 @@ class ModelRole(BaseModel):
         "batches. Default: the engine's (vLLM's max_num_seqs on a GPU, 16 on a CPU).",
     )
     max_batch_retries: int = Field(2, ge=0, description="Times a batch is sent again when its replica died.")
+    spread: bool = Field(
+        False,
+        description="Place the replicas on as many Ray nodes as possible (SPREAD), so that one node's "
+        "loss takes one replica; otherwise Ray packs them where it likes.",
+    )
     persistent: bool = Field(
         False, description="Keep the replicas loaded after the run, for the next run on the same Ray cluster."
     )

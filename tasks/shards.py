@@ -87,6 +87,7 @@ class ShardSummary:
     counts: dict[str, int] = field(default_factory=dict)  # the stage's outcome column, value -> rows
     flags: dict[str, int] = field(default_factory=dict)  # kept / valid / verified -> rows where true
     device_seconds: float = 0.0  # engine seconds x devices per replica spent on it in this run
+    nodes: tuple[str, ...] = ()  # Ray nodes whose replicas computed it (this run)
     finished_at: float = 0.0  # wall clock (epoch seconds) when its task finished
 
 
@@ -112,7 +113,14 @@ FLAGS = ("kept", "valid", "verified")
 
 
 def summarize(
-    stage: Stage, shard: int, rows: Rows, *, resumed: bool, seconds: float, device_seconds: float = 0.0
+    stage: Stage,
+    shard: int,
+    rows: Rows,
+    *,
+    resumed: bool,
+    seconds: float,
+    device_seconds: float = 0.0,
+    nodes: tuple[str, ...] = (),
 ) -> ShardSummary:
     """Counts, flags and the teacher's tokens of a shard's rows (pure). Tokens count only where the
     stage's own model wrote them: a trace row carries its teacher reply's tokens, not the student's."""
@@ -129,6 +137,7 @@ def summarize(
         counts=dict(Counter(str(r.get(stage.count_by) or "ok") for r in rows)),
         flags={k: sum(1 for r in rows if r.get(k) is True) for k in FLAGS if k in present},
         device_seconds=device_seconds,
+        nodes=nodes,
         finished_at=time.time(),
     )
 
@@ -152,6 +161,7 @@ def run_stage(
         resumed=False,
         seconds=time.perf_counter() - t0,
         device_seconds=meter.device_seconds,
+        nodes=tuple(sorted(meter.nodes)),
     )
 
 

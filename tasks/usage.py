@@ -20,10 +20,13 @@ class EngineMeter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.device_seconds = 0.0
+        self.nodes: set[str] = set()  # the Ray nodes whose replicas did the work
 
-    def add(self, device_seconds: float) -> None:
+    def add(self, device_seconds: float, node: str | None = None) -> None:
         with self._lock:
             self.device_seconds += device_seconds
+            if node:
+                self.nodes.add(node)
 
 
 _METER: ContextVar[EngineMeter | None] = ContextVar("reflectory_engine_meter", default=None)
@@ -40,8 +43,8 @@ def metering() -> Iterator[EngineMeter]:
         _METER.reset(token)
 
 
-def record_engine_time(device_seconds: float) -> None:
-    """Add engine time to the meter of the calling context, if a stage opened one."""
+def record_engine_time(device_seconds: float, node: str | None = None) -> None:
+    """Add engine time (and the node that spent it) to the calling context's meter, if a stage opened one."""
     meter = _METER.get()
     if meter is not None:
-        meter.add(device_seconds)
+        meter.add(device_seconds, node)

@@ -282,6 +282,10 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
+    nodes = summary.get("nodes") or {}
+    if len(nodes) > 1:  # on a cluster: where the shards ran
+        for node, n in sorted(nodes.items()):
+            table.add_row(f"node {node[:12]}", f"{n} shards")
     cost = summary.get("cost") or {}
     table.add_row("device-hours", f"{cost.get('device_hours', 0.0):.5f}")
     if cost.get("total") is not None:  # no prices given: no cost shown, never an invented one

@@ -1,0 +1,163 @@
+"""A real multi-node Ray cluster on this machine, for the cluster tests and ``bench/cluster.py``.
+
+Each node is its own ``ray start --block`` process group (a head, then workers joining it with
+``--address``), bound to 127.0.0.1, every port its own free one, its own CPUs and a resource that
+names it (``node:NAME``-style labels: ``{"reflectory-NAME": 1}``), all under one short RAY_TMPDIR so
+that nothing here is the ``/tmp/ray`` cluster a run on this machine would join by itself. A node is
+killed by its own pids (``kill_raylet`` is the fault: the node's raylet, and with it its replicas);
+at the end every process naming the cluster's temp dir is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen[bytes]  # ``ray start --block``
+    log: Path
+    node_manager_port: int
+
+    def raylet_pid(self) -> int:
+        """The pid of this node's raylet (Ray starts it in a session of its own, so it is found by the
+        node-manager port this node was given)."""
+        [pid] = [
+            pid
+            for pid, args in processes()
+            if "raylet" in args and f"--node_manager_port={self.node_manager_port}" in args
+        ]
+        return pid
+
+    def kill_raylet(self) -> int:
+        """SIGKILL this node's raylet (its workers, replicas included, die with it); returns its pid."""
+        pid = self.raylet_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)  # ray start --block stops its node's processes
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def processes() -> list[tuple[int, str]]:
+    """(pid, full command line) of every process on this machine, from /proc (ps may cut lines)."""
+    rows = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                rows.append(
+                    (
+                        int(entry.name),
+                        (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
+                    )
+                )
+    return rows
+
+
+@dataclass
+class RayCluster:
+    """A head and workers; ``address`` is what ``--ray-address`` takes."""
+
+    work: Path
+    tmpdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="rayc", dir="/tmp"))  # short paths
+    nodes: list[Node] = field(default_factory=list)
+    address: str = ""
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            RAY_TMPDIR=self.tmpdir,
+            RAY_AUTH_MODE="disabled",
+            OMP_WAIT_POLICY="PASSIVE",
+            RAY_USAGE_STATS_ENABLED="0",
+        )
+
+    def start_head(self, cpus: int) -> RayCluster:
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self._start("head", cpus, ["--head", f"--port={port}", "--include-dashboard=false"])
+        return self
+
+    def add_worker(self, name: str, cpus: int) -> Node:
+        return self._start(name, cpus, [f"--address={self.address}"])
+
+    def _start(self, name: str, cpus: int, role: list[str]) -> Node:
+        node_manager_port = free_port()
+        ports = [
+            f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        ]  # fmt: skip
+        if "--head" in role:
+            ports.append(f"--ray-client-server-port={free_port()}")
+        cmd = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *role, *ports,
+            f"--num-cpus={cpus}", "--num-gpus=0", f'--resources={{"reflectory-{name}": 1}}',
+            "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+        ]  # fmt: skip
+        log = self.work / f"ray-{name}.log"
+        for attempt in (1, 2):  # Ray gives a raylet a fixed 30 s to register: a busy machine may miss it
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    start_new_session=True,
+                    cwd=ROOT,
+                )
+            deadline = time.monotonic() + 120
+            while "Ray runtime started" not in log.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            else:
+                node = Node(name, proc, log, node_manager_port)
+                self.nodes.append(node)
+                return node
+            Node(name, proc, log, node_manager_port).stop()
+            if attempt == 2 or "timed out during startup" not in log.read_text():
+                raise RuntimeError(f"ray node {name} did not start:\n{log.read_text()[-3000:]}")
+        raise AssertionError("unreachable")
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+        self.nodes.clear()
+        # Whatever of this cluster outlived its node (a worker whose raylet was killed): found by the
+        # temp dir every Ray process of it names on its command line.
+        for pid, args in processes():
+            if self.tmpdir in args:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
