@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             group = module
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-            if config.getvalue("loadgroup"):
+            if getattr(config.option, "loadgroup", False):  # an xdist worker with --dist loadgroup
                 _suffix_node_id(item, group)
 
 

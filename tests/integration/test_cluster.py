@@ -16,6 +16,7 @@ import pytest
 
 from storage.store import Store
 from tests.cluster import RayCluster
+from tests.tables import recycle_tables
 
 pytestmark = pytest.mark.slow
 
@@ -61,30 +62,6 @@ def cluster(tmp_path: Path) -> Iterator[RayCluster]:
         ray.stop()
 
 
-def _tables(store: Path, run_id: str) -> dict[str, object]:
-    """What must equal a clean run's: rows per table, no duplicates, the same decisions and scores."""
-    st, run = Store(str(store)), f"'{run_id}'"
-
-    def one(query: str) -> object:
-        return st.sql(query).fetchall()[0][0]
-
-    distinct = {"scores": "shard_key, source_id, variant", "reflections": "shard_key, source_id, stage"}
-    return {
-        "counts": {
-            t: one(f"SELECT count(*) FROM {t} WHERE run_id = {run}")
-            for t in ("reflections", "scores", "selected")
-        },
-        "duplicates": {
-            t: one(f"SELECT count(*) - count(DISTINCT ({key})) FROM {t} WHERE run_id = {run}")
-            for t, key in distinct.items()
-        },
-        "selected": st.sql(
-            "SELECT source_id, kept, variant, reason, round(ifd_ppl, 6), round(rifd_ppl, 6) FROM selected "
-            f"WHERE run_id = {run} ORDER BY source_id"
-        ).fetchall(),
-    }
-
-
 def _nodes(store: Path, run_id: str) -> list[list[str]]:
     [(shards,)] = Store(str(store)).sql(f"SELECT shards_json FROM runs WHERE run_id = '{run_id}'").fetchall()
     return [s["nodes"] for s in json.loads(shards)]
@@ -108,8 +85,8 @@ def test_a_killed_worker_node_costs_no_row_and_duplicates_none(
     out = _finish(faulty)
     assert "Traceback" not in out
     # The worker's replica was restarted on the node that remained, and every shard completed.
-    assert _tables(store, "faulty") == _tables(store, "clean")
-    t = _tables(store, "faulty")
+    assert recycle_tables(store, "faulty") == recycle_tables(store, "clean")
+    t = recycle_tables(store, "faulty")
     assert t["duplicates"] == {"scores": 0, "reflections": 0}
     assert t["counts"]["selected"] == PAIRS  # type: ignore[index]
 

