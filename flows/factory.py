@@ -28,7 +28,7 @@ from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import close_pools, get_pool
 from storage.hub_export import run_export
-from storage.report.data import collect
+from storage.report.data import collect, sql_literal
 from storage.report.page import write_report
 from storage.store import Store
 from tasks.cost import Prices, StageUsage, cost_report
@@ -97,7 +97,7 @@ class FlowRun:
     @property
     def run_literal(self) -> str:
         """The run id as an SQL string literal."""
-        return "'" + self.run_id.replace("'", "''") + "'"
+        return sql_literal(self.run_id)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -176,11 +176,12 @@ class FlowRun:
             "reasons": dict(reasons),
             "ingest": ingest.__dict__,
         }
-        cost = cost_report(_usage(summaries), self._prices(), summary["kept"])
+        usage = _usage(summaries)
+        cost = cost_report(usage, self._prices(), summary["kept"])
         summary["cost"] = {k: cost[k] for k in ("total", "per_kept_pair", "device_hours", "currency")}
         shards = _shards(last, summaries, self.started)
         summary["nodes"] = dict(Counter(node for s in shards for node in s["nodes"]))
-        row = self.runs_row(summary, _tokens(summaries), _stage_seconds(summaries), cost, shards)
+        row = self.runs_row(summary, _tokens(usage), _stage_seconds(summaries), cost, shards)
         summary["export"] = self.export(final, row)
         row["counts_json"] = json.dumps(summary, default=str)
         row["ended_at"] = datetime.now(UTC)
@@ -267,27 +268,26 @@ class FlowRun:
         }
 
 
-def _tokens(summaries: Sequence[ShardSummary]) -> list[dict[str, Any]]:
+def _tokens(usage: Sequence[StageUsage]) -> list[dict[str, Any]]:
     """Teacher tokens of this run by stage (resumed shards count what they spent when they ran)."""
-    by_stage: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for s in summaries:
-        if s.prompt_tokens or s.completion_tokens:
-            by_stage[s.stage][0] += s.prompt_tokens
-            by_stage[s.stage][1] += s.completion_tokens
-    return [{"stage": k, "prompt": v[0], "completion": v[1]} for k, v in sorted(by_stage.items())]
+    return [
+        {"stage": u.stage, "prompt": u.prompt_tokens, "completion": u.completion_tokens}
+        for u in sorted(usage, key=lambda u: u.stage)
+        if u.prompt_tokens or u.completion_tokens
+    ]
 
 
 def _usage(summaries: Sequence[ShardSummary]) -> list[StageUsage]:
     """What each stage used: the teacher's tokens (every shard, resumed ones included: the rows
     record them) and engine device-seconds (the shards this run computed)."""
-    tokens: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    used: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     for s in summaries:
-        tokens[s.stage][0] += s.prompt_tokens
-        tokens[s.stage][1] += s.completion_tokens
-        tokens[s.stage][2] += s.device_seconds
+        used[s.stage][0] += s.prompt_tokens
+        used[s.stage][1] += s.completion_tokens
+        used[s.stage][2] += s.device_seconds
     return [
         StageUsage(stage, STAGES[stage].role if stage in STAGES else None, int(p), int(c), d)
-        for stage, (p, c, d) in tokens.items()
+        for stage, (p, c, d) in used.items()
     ]
 
 

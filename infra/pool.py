@@ -279,7 +279,7 @@ class EnginePool:
                 self.close()
                 raise PoolError(f"replicas of {self.role.spec} did not start: {_cause(exc)}") from exc
             self.pids = [r["pid"] for r in ready]
-            self.nodes = [r["node"] for r in ready]
+            self.nodes = [r.get("node", "") for r in ready]  # none from a replica of an earlier version
             self.merge_bounds = [int(r["merge_bound"]) for r in ready]
             self.pids_at_start = list(self.pids)
             self.max_in_flight = self.role.max_in_flight or max(
@@ -301,11 +301,12 @@ class EnginePool:
         }
         if role.persistent:
             options["lifetime"] = "detached"
-        if role.spread and not (placement.bundles and name not in self.borrowed):
-            options["scheduling_strategy"] = "SPREAD"  # one replica per node while nodes last
         if not placement.gpus:
             options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(cpu_threads(role.replicas))}}
-        if placement.bundles and name not in self.borrowed:
+        if not (placement.bundles and name not in self.borrowed):
+            if role.spread:
+                options["scheduling_strategy"] = "SPREAD"  # one replica per node while nodes last
+        else:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
             group = self._reserve(index, placement_timeout_s)
@@ -435,7 +436,7 @@ class EnginePool:
                 self._release(a)
         for a in restarted:  # Ray restarted these replicas: new processes
             again = ray.get(self.actors[a].ready.remote())
-            self.pids[a], self.nodes[a] = again["pid"], again["node"]  # perhaps on another node now
+            self.pids[a], self.nodes[a] = again["pid"], again.get("node", "")  # perhaps on another node now
         return results
 
     def _metered(self, got: Any, a: int) -> Any:
@@ -443,7 +444,7 @@ class EnginePool:
         the stage's meter."""
         if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], float):
             out, seconds = got
-            record_engine_time(seconds * self.devices, self.nodes[a] if a < len(self.nodes) else None)
+            record_engine_time(seconds * self.devices, self.nodes[a] or None)
             return out
         return got  # a replica of an earlier version, started before this one (persistent)
 
@@ -476,9 +477,10 @@ def cpu_threads(replicas: int) -> int:
     """Compute threads of a replica on CPU: the smallest node's cores shared by the pool's replicas.
 
     Ray sets OMP_NUM_THREADS to an actor's reserved CPUs (1 by default), which left one replica on a
-    2-core machine computing on one core while the same engine in one process used two (the flow
-    took 70 ms a pair against 48 raw). The reservation stays small, so a teacher and a student of
-    different models both fit; OMP_NUM_THREADS set by the user wins.
+    2-core machine computing on one core while the same engine in one process used two (the tiny
+    model of bench/overhead.py, being Python-bound, ran no faster with two). The reservation stays
+    small, so a teacher and a student of different models both fit; OMP_NUM_THREADS set by the user
+    wins.
     """
     import ray
 

@@ -381,12 +381,6 @@ def _card(prepared: Prepared, params: ExportParams, previous: str | None, data: 
     return str(card)
 
 
-def _commit_of(url: str) -> str | None:
-    """The commit id in a file URL that ``upload_file`` returns (``.../blob/<sha>/README.md``)."""
-    m = re.search(r"/(?:blob|resolve)/([0-9a-f]{40})/", url)
-    return m.group(1) if m else None
-
-
 # -- the one entry point ---------------------------------------------------------------------------
 def run_export(
     params: ExportParams,

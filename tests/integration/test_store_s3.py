@@ -17,7 +17,6 @@ from tests.s3_server import SeaweedS3
 from tests.tables import recycle_tables
 
 from . import store_cases
-from .conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     try:
-        server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), free_port)
+        server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     try:
