@@ -52,3 +52,16 @@ print(f"result: reflectory {ratio:.1f}x the reference's pairs/s (target >= {rati
       f"largest loss difference {diff:.2e} (target <= {diff_target:g})")
 sys.exit(0 if ratio >= ratio_target and diff <= diff_target else 1)
 EOF
+
+# Streaming replicas against merged calls and raw vLLM (bench/streaming.py), where vLLM is installed:
+# the GPU machine lent so far has none (no network, and a vLLM wheel is far over what travels with a
+# call), so this says so instead of failing. On a GPU: many shards, GPU-sized batches, long tails.
+if [ "$MODE" = gpu ]; then
+  if "$PY" -c "import vllm" 2>/dev/null; then
+    MODEL_SPEC="${STREAM_SPEC:-vllm:$WORK/llama-1b}"
+    "$PY" bench/streaming.py --spec "$MODEL_SPEC" --requests 2048 --shards 64 --median-tokens 128 --sigma 1.0 \
+      --rounds 2 --json "$RESULTS/gpu-streaming.json"
+  else
+    echo "streaming: skipped, vLLM is not installed here (bench/streaming.py needs it)"
+  fi
+fi

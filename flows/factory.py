@@ -26,13 +26,13 @@ from flows.progress import stages_progress
 from infra.cluster import connect
 from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
-from infra.pool import close_pools, get_pool
+from infra.pool import close_pools, get_pool, pools_occupancy
 from storage.hub_export import run_export
 from storage.report.data import collect, sql_literal
 from storage.report.page import write_report
 from storage.store import Store
 from tasks.cost import Prices, StageUsage, cost_report
-from tasks.engine import Engine, ModelRole
+from tasks.engine import REQUEST_FAILURES, Engine, ModelRole, failure_cause
 from tasks.runs import new_run_id
 from tasks.scoring.ifd import SCORING_VERSION
 from tasks.shards import STAGES, ShardJob, ShardSummary
@@ -75,6 +75,7 @@ class FlowRun:
     store: Store = field(init=False)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     seconds: dict[str, float] = field(default_factory=dict)
+    occupancy: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage, from the pools
 
     def __post_init__(self) -> None:
         self.run_id = self.params.run_id or new_run_id(self.flow)
@@ -153,6 +154,7 @@ class FlowRun:
                         chain[i].result()
                 return [future.result() for chain in chains for future in chain]
         finally:
+            self.occupancy = pools_occupancy()
             close_pools()
 
     def finish(
@@ -174,6 +176,8 @@ class FlowRun:
             "kept": flags.get("kept", 0),
             **{k: v for k, v in flags.items() if k != "kept"},
             "reasons": dict(reasons),
+            "failures": failures_by_cause(summaries),
+            "occupancy": self.occupancy,
             "ingest": ingest.__dict__,
         }
         usage = _usage(summaries)
@@ -266,6 +270,18 @@ class FlowRun:
             "cost_json": json.dumps(cost),
             "shards_json": json.dumps(shards),
         }
+
+
+def failures_by_cause(summaries: Sequence[ShardSummary]) -> dict[str, int]:
+    """Requests that failed alone, per stage and cause (``instruction/prompt_too_long``: 2): the
+    teacher's engine failures and the student's unscored texts."""
+    out: Counter[str] = Counter()
+    for s in summaries:
+        if s.stage in ("instruction", "response", "generate"):
+            for status, n in s.counts.items():
+                if failure_cause(status) in REQUEST_FAILURES or status.startswith("engine_error"):
+                    out[f"{s.stage}/{failure_cause(status)}"] += n
+    return dict(sorted(out.items()))
 
 
 def _tokens(usage: Sequence[StageUsage]) -> list[dict[str, Any]]:

@@ -20,203 +20,30 @@ does not know whether it talks to one local engine or to replicas on a cluster.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from tasks.engine import ChatRequest, Completion, ModelRole, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
-from tasks.usage import record_engine_time
+from tasks.usage import current_stage, record_engine_time
 
 from .cluster import NAMESPACE
+from .occupancy import OccupancyMeter, merge_reports
 from .placement import Placement, plan_placement
+from .replica import SPARE_ACTOR_THREADS, EngineReplica
 
-# Calls to the actor that are not engine work (``ready``, ``stats``) must never wait behind batches.
-SPARE_ACTOR_THREADS = 4
+# How often a pool samples its replicas' engines for occupancy.
+SAMPLE_INTERVAL_S = 0.2
+# Batches a replica serves at once (its actor threads) unless max_in_flight says otherwise.
+MAX_BATCHES_PER_REPLICA = 256
 
 
 class PoolError(RuntimeError):
     """A batch failed on every try, or replicas could not start or be placed; says which and why."""
-
-
-@dataclass
-class MergeStats:
-    """What one replica's engine saw: calls, requests, and how many requests it held at once."""
-
-    calls: int = 0
-    requests: int = 0
-    batches: int = 0
-    peak_in_flight: int = 0
-    in_flight_seconds: float = 0.0  # integral of requests held over time
-    busy_seconds: float = 0.0  # time with at least one request held
-
-    @property
-    def mean_in_flight(self) -> float:
-        return self.in_flight_seconds / self.busy_seconds if self.busy_seconds else 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "calls": self.calls,
-            "requests": self.requests,
-            "batches": self.batches,
-            "peak_in_flight": self.peak_in_flight,
-            "mean_in_flight": self.mean_in_flight,
-            "mean_requests_per_call": self.requests / self.calls if self.calls else 0.0,
-        }
-
-
-@dataclass
-class _Pending:
-    key: tuple[str, Any]
-    items: Sequence[Any]
-    done: Future[list[Any]] = field(default_factory=Future)
-    seconds: float = 0.0  # this batch's share of the engine call that ran it
-
-
-class BatchMerger:
-    """Runs concurrent calls of one engine as few engine calls as possible, one at a time.
-
-    Callers block on ``submit``; one worker thread takes every waiting batch with the same key
-    (method and sampling), up to ``bound`` requests (always at least one batch), runs them as one
-    engine call and hands each caller its slice. Engines are not thread-safe, and one call over
-    merged batches is how vLLM's continuous batching gets enough sequences.
-    """
-
-    def __init__(
-        self,
-        run: Callable[[str, Any, list[Any]], list[Any]],
-        bound: int,
-        mergeable: Callable[[str, Any], bool] = lambda method, arg: True,
-    ) -> None:
-        self.run = run
-        self.mergeable = mergeable
-        self.bound = max(1, bound)
-        self.stats = MergeStats()
-        self._queue: deque[_Pending] = deque()
-        self._cond = threading.Condition()
-        self._held = 0
-        self._since = time.monotonic()
-        threading.Thread(target=self._work, name="engine-merger", daemon=True).start()
-
-    @property
-    def held(self) -> int:
-        """Requests handed to this replica and not answered yet."""
-        return self._held
-
-    def submit(self, method: str, arg: Any, items: Sequence[Any]) -> list[Any]:
-        return self.submit_timed(method, arg, items)[0]
-
-    def submit_timed(self, method: str, arg: Any, items: Sequence[Any]) -> tuple[list[Any], float]:
-        """The results, and this batch's share of the engine seconds (by its share of the requests)."""
-        pending = _Pending((method, arg), items)
-        with self._cond:
-            self._account(+len(items))
-            self.stats.batches += 1
-            self._queue.append(pending)
-            self._cond.notify()
-        try:
-            return pending.done.result(), pending.seconds
-        finally:
-            with self._cond:
-                self._account(-len(items))
-
-    def _account(self, delta: int) -> None:
-        now = time.monotonic()
-        if self._held:
-            self.stats.in_flight_seconds += self._held * (now - self._since)
-            self.stats.busy_seconds += now - self._since
-        self._since = now
-        self._held += delta
-        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._held)
-
-    def _take(self) -> list[_Pending]:
-        first = self._queue.popleft()
-        taken, size = [first], len(first.items)
-        if not self.mergeable(*first.key):
-            return taken
-        for other in list(self._queue):
-            if other.key == first.key and size + len(other.items) <= self.bound:
-                self._queue.remove(other)
-                taken.append(other)
-                size += len(other.items)
-        return taken
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                taken = self._take()
-            method, arg = taken[0].key
-            merged = [item for p in taken for item in p.items]
-            t0 = time.perf_counter()
-            try:
-                out = self.run(method, arg, merged)
-                if len(out) != len(merged):
-                    raise RuntimeError(f"engine returned {len(out)} results for {len(merged)} requests")
-            except BaseException as exc:  # every caller of the merged call gets the error
-                for p in taken:
-                    p.done.set_exception(exc)
-                continue
-            self.stats.calls += 1
-            self.stats.requests += len(merged)
-            elapsed = time.perf_counter() - t0
-            start = 0
-            for p in taken:
-                p.seconds = elapsed * len(p.items) / max(1, len(merged))
-                p.done.set_result(out[start : start + len(p.items)])
-                start += len(p.items)
-
-
-class _EngineActor:
-    """Holds one engine replica inside a Ray worker process; concurrent calls are merged."""
-
-    def __init__(self, spec: str, options: dict[str, Any], merge_bound: int | None) -> None:
-        from infra.engines import load_engine
-
-        self.engine = load_engine(spec, options)
-        bound = merge_bound or int(getattr(self.engine, "max_requests_per_call", 64))
-        self.merger = BatchMerger(self._run, bound, self._mergeable)
-
-    def _mergeable(self, method: str, sampling: Any) -> bool:
-        """Merging must not change a reply: fine for scoring, greedy decoding, and engines that seed
-        each request on its own (vLLM, servers); not for sampling on one global generator (hf)."""
-        if method != "generate" or sampling.temperature == 0:
-            return True
-        return bool(getattr(self.engine, "seeds_each_request", False))
-
-    def _run(self, method: str, sampling: Any, items: list[Any]) -> list[Any]:
-        if method == "generate":
-            return self.engine.generate(items, sampling)
-        return self.engine.target_logprobs(items)
-
-    def ready(self) -> dict[str, Any]:
-        import ray
-
-        group = ray.get_runtime_context().get_placement_group_id()
-        return {
-            "pid": os.getpid(),
-            "node": ray.get_runtime_context().get_node_id(),
-            "merge_bound": self.merger.bound,
-            "gpus": [str(g) for g in ray.get_gpu_ids()],
-            "placement_group": group,
-        }
-
-    def stats(self) -> dict[str, float]:
-        return {**self.merger.stats.as_dict(), "in_flight": self.merger.held}
-
-    # Each returns its results and its share of the engine's seconds (for the stage's usage).
-    def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> tuple[list[Completion], float]:
-        return self.merger.submit_timed("generate", sampling, requests)
-
-    def target_logprobs(self, requests: Sequence[ScoreRequest]) -> tuple[list[TargetLogprobs], float]:
-        return self.merger.submit_timed("target_logprobs", None, requests)
 
 
 class EnginePool:
@@ -245,7 +72,7 @@ class EnginePool:
         self.placement: Placement = plan_placement(role)
         self.placement_groups: list[Any] = []
         self.ready_timeout_s = ready_timeout_s
-        remote: Any = ray.remote(_EngineActor)
+        remote: Any = ray.remote(EngineReplica)
         self.actors = []
         for i, name in enumerate(self.names):
             options = self._actor_options(i, name, placement_timeout_s)
@@ -259,9 +86,16 @@ class EnginePool:
         self.nodes: list[str] = []  # the Ray node of each replica
         self.pids_at_start: list[int] = []
         self.merge_bounds: list[int] = []
-        self.max_in_flight = 1
+        self.capacities: list[int] = []  # requests each replica's engine runs at once
+        self.max_in_flight = 1  # batches per replica (an explicit cap, or as many as its threads)
+        self.max_requests: list[int] = []  # requests per replica before the pool holds back
+        self.occupancy = OccupancyMeter()
+        self._outstanding: dict[str, int] = {}  # requests asked of the pool and not answered, per stage
+        self._sampler: threading.Thread | None = None
+        self._closed = threading.Event()
         self.retried = 0  # batches sent again after their replica died
-        self._load = [0] * len(self.actors)
+        self._load = [0] * len(self.actors)  # batches held by each replica
+        self._held = [0] * len(self.actors)  # requests held by each replica
         self._slots = threading.Condition()
         if wait:
             self.wait_ready()
@@ -282,9 +116,13 @@ class EnginePool:
             self.nodes = [r.get("node", "") for r in ready]  # none from a replica of an earlier version
             self.merge_bounds = [int(r["merge_bound"]) for r in ready]
             self.pids_at_start = list(self.pids)
-            self.max_in_flight = self.role.max_in_flight or max(
-                2, math.ceil(max(self.merge_bounds) / self.role.batch_size) + 1
-            )
+            self.capacities = [int(r.get("capacity") or r["merge_bound"]) for r in ready]
+            # Keep each replica full: twice its capacity in flight, so that new requests are already
+            # there when others finish (backpressure beyond that). Counted in requests, not batches:
+            # a batch stays open until its slowest request ends, and shards send batches of any size.
+            # An explicit max_in_flight also caps the batches.
+            self.max_requests = [2 * c + self.role.batch_size for c in self.capacities]
+            self.max_in_flight = self.role.max_in_flight or MAX_BATCHES_PER_REPLICA
             self.replicas_ready = list(ready)
 
     def _actor_options(self, index: int, name: str, placement_timeout_s: float) -> dict[str, Any]:
@@ -297,7 +135,7 @@ class EnginePool:
             "num_gpus": placement.actor_gpus,
             "max_restarts": role.max_batch_retries + 1,
             "max_task_retries": 0,
-            "max_concurrency": (role.max_in_flight or 64) + SPARE_ACTOR_THREADS,
+            "max_concurrency": (role.max_in_flight or MAX_BATCHES_PER_REPLICA) + SPARE_ACTOR_THREADS,
         }
         if role.persistent:
             options["lifetime"] = "detached"
@@ -368,6 +206,7 @@ class EnginePool:
         import ray
         from ray.util import remove_placement_group
 
+        self._closed.set()
         if self.role.persistent:
             return
         for name, actor in zip(self.names, self.actors, strict=False):
@@ -378,21 +217,72 @@ class EnginePool:
         self.placement_groups = []
 
     # -- dispatch --------------------------------------------------------------------------------
-    def _acquire(self, wait: bool) -> int | None:
-        """A slot on the least-loaded replica; None when all are full and ``wait`` is False."""
+    def _acquire(self, size: int, wait: bool) -> int | None:
+        """A slot for a batch of ``size`` on the least-loaded replica that has room; None when all are
+        full and ``wait`` is False. A replica with room holds fewer than its request bound and batch
+        cap (an empty replica always has room)."""
         with self._slots:
-            while min(self._load) >= self.max_in_flight:
+            while True:
+                room = [
+                    a
+                    for a in range(len(self.actors))
+                    if self._load[a] == 0
+                    or (self._load[a] < self.max_in_flight and self._held[a] + size <= self.max_requests[a])
+                ]
+                if room:
+                    break
                 if not wait:
                     return None
                 self._slots.wait()
-            a = self._load.index(min(self._load))
+            a = min(room, key=lambda r: (self._held[r] / max(1, self.capacities[r]), self._load[r]))
             self._load[a] += 1
+            self._held[a] += size
             return a
 
-    def _release(self, a: int) -> None:
+    def _release(self, a: int, size: int) -> None:
         with self._slots:
             self._load[a] -= 1
+            self._held[a] -= size
             self._slots.notify_all()
+
+    # -- occupancy -------------------------------------------------------------------------------
+    def _count(self, stage: str, delta: int) -> None:
+        with self._slots:
+            self._outstanding[stage] = self._outstanding.get(stage, 0) + delta
+        if self._sampler is None:
+            with self._ready_lock:
+                if self._sampler is None:
+                    self._sampler = threading.Thread(target=self._sample, name="pool-occupancy", daemon=True)
+                    self._sampler.start()
+
+    def _sample(self, interval: float = SAMPLE_INTERVAL_S) -> None:
+        """Sample the replicas' engines while this pool has requests outstanding (DESIGN.md section 5)."""
+        import ray
+
+        last = time.monotonic()
+        while not self._closed.wait(interval):
+            with self._slots:
+                outstanding = {k: v for k, v in self._outstanding.items() if v > 0}
+            now = time.monotonic()
+            if not outstanding:
+                last = now
+                continue
+            try:
+                loads = ray.get([a.load.remote() for a in self.actors], timeout=max(1.0, 10 * interval))
+            except Exception:  # a replica restarting: no sample, not a failure
+                last = now
+                continue
+            running = sum(int(x.get("running", 0)) for x in loads)
+            capacity = sum(int(x.get("capacity", 0)) for x in loads) or sum(self.capacities)
+            # Requests not finished yet: still queued at the pool, or unfinished in a replica (a batch
+            # stays open until its last request ends; its finished requests are not outstanding).
+            with self._slots:
+                at_pool = max(0, sum(outstanding.values()) - sum(self._held))
+            unfinished = at_pool + sum(
+                int(x.get("running", 0)) + int(x.get("waiting", 0)) + int(x.get("queued", 0)) for x in loads
+            )
+            self.occupancy.sample(now - last, running, capacity, outstanding, unfinished)
+            last = now
 
     def _map(self, method: str, batches: Sequence[Sequence[Any]], *args: Any) -> list[Any]:
         import ray
@@ -400,6 +290,8 @@ class EnginePool:
         self.wait_ready()
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
+        stage = current_stage()
+        self._count(stage, sum(len(b) for b in batches))
         queue = deque(range(len(batches)))
         attempts = [0] * len(batches)
         restarted: set[int] = set()
@@ -408,16 +300,17 @@ class EnginePool:
         try:
             while queue or pending:
                 while queue:
-                    a = self._acquire(wait=not pending)
+                    a = self._acquire(len(batches[queue[0]]), wait=not pending)
                     if a is None:
                         break
                     b = queue.popleft()
                     pending[getattr(self.actors[a], method).remote(batches[b], *args)] = (b, a)
                 [done], _ = ray.wait(list(pending), num_returns=1)
                 b, a = pending.pop(done)
-                self._release(a)
+                self._release(a, len(batches[b]))
                 try:
                     results[b] = self._metered(ray.get(done), a)
+                    self._count(stage, -len(batches[b]))
                 except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                     attempts[b] += 1
                     if attempts[b] > self.role.max_batch_retries:
@@ -432,8 +325,9 @@ class EnginePool:
                 except RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None
         finally:
-            for _, a in pending.values():  # abandoned on an error: give the slots back
-                self._release(a)
+            for b, a in pending.values():  # abandoned on an error: give the slots back
+                self._release(a, len(batches[b]))
+            self._count(stage, -sum(len(batches[b]) for b in range(len(batches)) if results[b] is None))
         for a in restarted:  # Ray restarted these replicas: new processes
             again = ray.get(self.actors[a].ready.remote())
             self.pids[a], self.nodes[a] = again["pid"], again.get("node", "")  # perhaps on another node now
@@ -511,6 +405,12 @@ def get_pool(role: ModelRole) -> EnginePool:
     pool = start_pool(role)
     pool.wait_ready()
     return pool
+
+
+def pools_occupancy() -> dict[str, dict[str, float]]:
+    """Occupancy and idle seconds per stage over every pool of this process (before ``close_pools``)."""
+    with _POOLS_LOCK:
+        return merge_reports([pool.occupancy.report() for pool in _POOLS.values()])
 
 
 def close_pools() -> None:

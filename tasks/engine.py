@@ -50,6 +50,9 @@ class Sampling(BaseModel):
         le=2,
         description="Above 0 discourages tokens by how often they appeared (vLLM, OpenAI-style servers).",
     )
+    ignore_eos: bool = Field(
+        False, description="Keep writing past the end-of-text token, to max_tokens (benchmarks; vLLM only)."
+    )
 
 
 class ModelRole(BaseModel):
@@ -86,8 +89,8 @@ class ModelRole(BaseModel):
     max_in_flight: int | None = Field(
         None,
         ge=1,
-        description="Batches each replica may hold at once, from all shards together. Default: enough "
-        "to fill merge_bound, plus one.",
+        description="Most batches each replica holds at once, from all shards together. Default: as many "
+        "as keep twice the engine's capacity of requests in flight.",
     )
     merge_bound: int | None = Field(
         None,
@@ -132,6 +135,7 @@ class ChatRequest:
 
     messages: tuple[dict[str, str], ...]
     form: ReplyForm | None = None
+    max_tokens: int | None = None  # this request's own budget (None: the sampling's max_tokens)
 
     @classmethod
     def user(cls, content: str, system: str | None = None, form: ReplyForm | None = None) -> ChatRequest:
@@ -140,6 +144,18 @@ class ChatRequest:
             msgs.append({"role": "system", "content": system})
         msgs.append({"role": "user", "content": content})
         return cls(tuple(msgs), form)
+
+
+# The causes of a request that failed alone (``Completion.error``, ``TargetLogprobs.error``): the
+# cause comes first, then a colon and the details, e.g. "prompt_too_long: 5832 tokens > 2048".
+PROMPT_TOO_LONG = "prompt_too_long"
+REJECTED = "rejected"
+REQUEST_FAILURES = (PROMPT_TOO_LONG, REJECTED)
+
+
+def failure_cause(reason: str) -> str:
+    """The cause of a failure reason, without its details: what summaries count by."""
+    return reason.split(":", 1)[0].strip()
 
 
 @dataclass(frozen=True)

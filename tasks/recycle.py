@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .engine import REQUEST_FAILURES, failure_cause
 from .scoring.ifd import PairScore
 from .scoring.score import PairText
-from .select import VARIANTS, VariantScore, select_variant
+from .select import VARIANTS, Decision, VariantScore, select_variant
 from .teacher.stages import PairLike, ReflectionRow
 
 
@@ -87,10 +88,45 @@ def score_rows(cands: Sequence[Candidate], scores: Sequence[PairScore], student:
     ]
 
 
+# Which variants a failed teacher request leaves absent: the instruction reflection makes Q (and so
+# QA), the response reflections A (the original pair) and QA (the reflected pair).
+ABSENT_AFTER = {"instruction": ("Q", "QA"), "response_original": ("A",), "response_reflected": ("QA",)}
+
+
+def request_failures(rows: Iterable[ReflectionRow]) -> dict[str, dict[str, str]]:
+    """Per seed, the variants that a request failing alone left absent, with the failure's cause
+    (``prompt_too_long``, ``rejected``, ``engine_error``); parse failures are not request failures."""
+    out: dict[str, dict[str, str]] = {}
+    for r in rows:
+        cause = failure_cause(r.parse_status)
+        if cause in REQUEST_FAILURES or cause == "engine_error":
+            for variant in ABSENT_AFTER.get(r.stage, ()):
+                out.setdefault(r.source_id, {}).setdefault(variant, cause)
+    return out
+
+
+def _with_cause(decision: Decision, failed: dict[str, str]) -> str:
+    """The decision's reason, or ``failed:CAUSE`` when the pair was dropped because a variant it
+    needed is absent (or unscorable) and a teacher request of that pair failed alone."""
+    if decision.kept or not failed or not decision.reason.startswith(("missing:", "unscored:")):
+        return decision.reason
+    cause = failed.get(decision.variant or "") or next(iter(failed.values()))
+    return f"failed:{cause}"
+
+
 def selection_rows(
-    score_table: Sequence[dict[str, Any]], *, teacher: str, student: str, prompt_version: str
+    score_table: Sequence[dict[str, Any]],
+    *,
+    teacher: str,
+    student: str,
+    prompt_version: str,
+    failures: dict[str, dict[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``selected`` row per seed: the decision, its reason, and the kept (or judged) variant."""
+    """One ``selected`` row per seed: the decision, its reason, and the kept (or judged) variant.
+
+    ``failures`` (``request_failures``) names the cause when a pair is dropped because a teacher
+    request failed alone (``failed:prompt_too_long``)."""
+    failures = failures or {}
     by_seed: dict[str, dict[str, dict[str, Any]]] = {}
     for row in score_table:
         by_seed.setdefault(row["source_id"], {})[row["variant"]] = row
@@ -108,7 +144,7 @@ def selection_rows(
                 "kept": decision.kept,
                 "variant": name,
                 "branch": decision.branch,
-                "reason": decision.reason,
+                "reason": _with_cause(decision, failures.get(source_id, {})),
                 "instruction": judged["instruction"],
                 "input": judged["input"],
                 "output": judged["output"],

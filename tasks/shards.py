@@ -24,7 +24,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.engine import Engine, ModelRole, Sampling
 from tasks.prompts import PROMPT_VERSIONS
-from tasks.recycle import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
+from tasks.recycle import (
+    SimplePair,
+    candidates,
+    reflected_pairs,
+    request_failures,
+    score_rows,
+    selection_rows,
+)
 from tasks.scoring.score import score_pairs, score_responses
 from tasks.teacher.forms import instruction_form, response_form
 from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
@@ -154,7 +161,7 @@ def run_stage(
         return summarize(
             stage, job.shard, stored, resumed=True, seconds=time.perf_counter() - t0, finished_at=time.time()
         )
-    with metering() as meter:
+    with metering(stage.name) as meter:
         rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
     store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
     return summarize(
@@ -243,11 +250,13 @@ def select_task(job: ShardJob, services: Services) -> ShardSummary:
         version = "+".join(job.prompt_versions[k] for k in ("reflect_instruction", "reflect_response"))
         forms = (instruction_form(job.sampling.max_tokens), response_form(job.sampling.max_tokens))
         version += "+json" if job.constrained and all(f.fits() for f in forms) else ""
+        reflections = _reflections([*_upstream(store, job, INSTRUCTION), *_upstream(store, job, RESPONSE)])
         return selection_rows(
             _upstream(store, job, SCORE),
             teacher=job.teacher.spec,
             student=job.student.spec,
             prompt_version=version,
+            failures=request_failures(reflections),
         )
 
     return run_stage(job, services, SELECT, compute)

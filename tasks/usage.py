@@ -17,7 +17,8 @@ from contextvars import ContextVar
 class EngineMeter:
     """Device-seconds of engine work done for one stage of one shard."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str | None = None) -> None:
+        self.stage = stage  # the stage's name: pools count outstanding requests per stage
         self._lock = threading.Lock()
         self.device_seconds = 0.0
         self.nodes: set[str] = set()  # the Ray nodes whose replicas did the work
@@ -33,9 +34,9 @@ _METER: ContextVar[EngineMeter | None] = ContextVar("reflectory_engine_meter", d
 
 
 @contextmanager
-def metering() -> Iterator[EngineMeter]:
+def metering(stage: str | None = None) -> Iterator[EngineMeter]:
     """Count the engine time of the calls made inside this block (in this context)."""
-    meter = EngineMeter()
+    meter = EngineMeter(stage)
     token = _METER.set(meter)
     try:
         yield meter
@@ -48,3 +49,9 @@ def record_engine_time(device_seconds: float, node: str | None = None) -> None:
     meter = _METER.get()
     if meter is not None:
         meter.add(device_seconds, node)
+
+
+def current_stage() -> str:
+    """The stage whose meter is open in this context ("other" outside any)."""
+    meter = _METER.get()
+    return meter.stage if meter is not None and meter.stage else "other"

@@ -165,7 +165,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             }  # fmt: skip
             merged = merge_flags(base, flags)
         except (ValueError, EngineError) as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
             raise typer.Exit(2) from exc
         try:
             params = getattr(flows.params, params_model)(**merged)
@@ -221,7 +221,7 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
 
 
@@ -282,6 +282,13 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
+    for cause, n in (summary.get("failures") or {}).items():  # requests that failed alone: one line each
+        table.add_row(f"failed {cause}", str(n))
+    for stage, occ in (summary.get("occupancy") or {}).items():
+        table.add_row(
+            f"occupancy {stage}",
+            f"{occ['occupancy']:.2f} (idle {occ['idle_seconds']:.1f} s while work waited)",
+        )
     nodes = summary.get("nodes") or {}
     if len(nodes) > 1:  # on a cluster: where the shards ran
         for node, n in sorted(nodes.items()):

@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
-from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from tasks.engine import (
+    PROMPT_TOO_LONG,
+    REJECTED,
+    ChatRequest,
+    Completion,
+    EngineError,
+    Sampling,
+    ScoreRequest,
+    TargetLogprobs,
+)
 from tasks.scoring.batching import length_batches
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
@@ -63,6 +72,8 @@ class HFEngine:
         )
         # Requests worth merging into one call (replicas merge concurrent batches up to this).
         self.max_requests_per_call = opts.generation_batch * (4 if on_gpu else 1)
+        # The model's context: prompts longer than this are refused one by one, never run.
+        self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self.n_forward_sequences = 0  # how many texts went through the model (tests count reuse with it)
         self._constraint: Any = None  # llguidance tokenizer, built on the first constrained batch
 
@@ -137,23 +148,56 @@ class HFEngine:
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
-        """Left-padded batched ``model.generate``; the reference path, not the fast one (use vllm)."""
-        tok = self.tokenizer.tok
-        out: list[Completion] = []
-        step = self.options.generation_batch
-        for s in range(0, len(requests), step):
-            out.extend(self._generate_batch(requests[s : s + step], sampling, tok))
-        return out
+        """Left-padded batched ``model.generate``; the reference path, not the fast one (use vllm).
 
-    @torch.inference_mode()
-    def _generate_batch(
-        self, requests: Sequence[ChatRequest], sampling: Sampling, tok: Any
-    ) -> list[Completion]:
-        start = time.perf_counter()
-        prompts = [
+        Each request fails alone: a prompt longer than the model's context is never run, and a batch
+        that raises is run again one request at a time, so only the request at fault gets the error.
+        """
+        tok = self.tokenizer.tok
+        ids = [
             self.tokenizer.prompt_ids(self.tokenizer.render_chat([dict(m) for m in r.messages]))
             for r in requests
         ]
+        out: list[Completion] = [Completion("", None, len(i), 0, error=self._too_long(len(i))) for i in ids]
+        todo = [k for k, c in enumerate(out) if c.error is None]
+        step = self.options.generation_batch
+        for s in range(0, len(todo), step):
+            chunk = todo[s : s + step]
+            for k, c in zip(
+                chunk,
+                self._generate_alone_on_error(
+                    [requests[k] for k in chunk], [ids[k] for k in chunk], sampling, tok
+                ),
+                strict=True,
+            ):
+                out[k] = c
+        return out
+
+    def _too_long(self, n_tokens: int) -> str | None:
+        limit = self.context_length - 1
+        return f"{PROMPT_TOO_LONG}: {n_tokens} tokens > {limit}" if n_tokens > limit else None
+
+    def _generate_alone_on_error(
+        self, requests: Sequence[ChatRequest], ids: Sequence[list[int]], sampling: Sampling, tok: Any
+    ) -> list[Completion]:
+        try:
+            return self._generate_batch(requests, ids, sampling, tok)
+        except Exception as exc:
+            if len(requests) == 1:
+                return [
+                    Completion("", None, len(ids[0]), 0, error=f"{REJECTED}: {type(exc).__name__}: {exc}")
+                ]
+        return [
+            c
+            for k in range(len(requests))
+            for c in self._generate_alone_on_error(requests[k : k + 1], ids[k : k + 1], sampling, tok)
+        ]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, requests: Sequence[ChatRequest], prompts: Sequence[list[int]], sampling: Sampling, tok: Any
+    ) -> list[Completion]:
+        start = time.perf_counter()
         enc = _left_padded(prompts, tok.pad_token_id if tok.pad_token_id is not None else 0)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)

@@ -24,7 +24,16 @@ from urllib.parse import urlparse
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from tasks.engine import ChatRequest, Completion, EngineError, Sampling, ScoreRequest, TargetLogprobs
+from tasks.engine import (
+    PROMPT_TOO_LONG,
+    REJECTED,
+    ChatRequest,
+    Completion,
+    EngineError,
+    Sampling,
+    ScoreRequest,
+    TargetLogprobs,
+)
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
@@ -38,6 +47,22 @@ BUDGET_EXHAUSTED = "token_budget_exhausted"
 
 class _Retryable(Exception):
     """A transient HTTP failure worth another try."""
+
+
+class _Refused(EngineError):
+    """The server refused this one request (HTTP 400, 413, 422): its own failure, not the run's."""
+
+    def __init__(self, message: str, body: str) -> None:
+        super().__init__(message)
+        self.body = body
+
+    @property
+    def too_long(self) -> bool:
+        """The server says the prompt does not fit its context (vLLM, OpenAI and others' wording)."""
+        text = self.body.lower()
+        return any(
+            k in text for k in ("context length", "context_length", "maximum model length", "too long")
+        )
 
 
 @dataclass
@@ -99,6 +124,10 @@ class OpenAIEngine:
                 resp = await client.post(path, json=body)
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise _Retryable(f"HTTP {resp.status_code} from {self.base_url}{path}")
+                if resp.status_code in (400, 413, 422):
+                    raise _Refused(
+                        f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}", resp.text
+                    )
                 if resp.status_code >= 400:
                     raise EngineError(
                         f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}"
@@ -193,14 +222,18 @@ class OpenAIEngine:
             start = time.perf_counter()
             try:
                 data = await self._post(client, "/chat/completions", body)
-            except EngineError as exc:
-                if request.form is None:
-                    raise
-                raise EngineError(
-                    f"{exc}\nThe server rejected the reply form sent as {mode!r} ({request.form.name}). Pick "
-                    "another way with the teacher option structured=vllm|json_schema, or run with "
-                    "constrained: false (free text, parsed as before)."
-                ) from None
+            except _Refused as exc:
+                if exc.too_long:  # this request's prompt does not fit: it fails alone
+                    return Completion(
+                        "", None, 0, 0, time.perf_counter() - start, error=f"{PROMPT_TOO_LONG}: {exc}"
+                    )
+                if request.form is not None:
+                    raise EngineError(
+                        f"{exc}\nThe server rejected the reply form sent as {mode!r} ({request.form.name}). "
+                        "Pick another way with the teacher option structured=vllm|json_schema, or run with "
+                        "constrained: false (free text, parsed as before)."
+                    ) from None
+                return Completion("", None, 0, 0, time.perf_counter() - start, error=f"{REJECTED}: {exc}")
             except (_Retryable, httpx.HTTPError) as exc:
                 return Completion(
                     "", None, 0, 0, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"

@@ -56,7 +56,9 @@ class VLLMOptions(_Options):
     """Options of the ``vllm:`` engine; unset ones keep vLLM's defaults."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int | None = None
+    max_model_len: int | None = Field(
+        None, description="the engine's context in tokens (default: the model's own)"
+    )
     quantization: str | None = Field(None, description="awq, gptq, fp8, bitsandbytes, ...")
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
@@ -64,13 +66,18 @@ class VLLMOptions(_Options):
     kv_cache_dtype: str = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(
-        None, ge=1, description="sequences vLLM schedules at once (GPU default 256)"
+        None, ge=1, description="sequences vLLM schedules at once (default: vLLM's on a GPU, 16 on a CPU)"
     )
     enforce_eager: bool | None = Field(None, description="default: True on CPU, vLLM's default on GPU")
     seed: int = 0
     trust_remote_code: bool = False
     structured_outputs_backend: str = Field(
         "guidance", description="vLLM's structured-outputs backend; the forms' grammars need 'guidance'"
+    )
+    streaming: bool = Field(
+        True,
+        description="requests join the running engine between steps (false: one merged LLM.generate call "
+        "per batch of batches, the older mode, kept for benchmarks)",
     )
     extra_args: dict[str, Any] = Field(default_factory=dict, description="passed to vllm.LLM as-is")
 

@@ -105,15 +105,22 @@ def result_from_plan(plan: TokenPlan, logprobs: tuple[float, ...]) -> TargetLogp
 def score_distinct(
     tokenizer: TextTokenizer,
     requests: Sequence[ScoreRequest],
-    run: Callable[[list[TokenPlan]], Sequence[tuple[float, ...]]],
+    run: Callable[[list[TokenPlan]], Sequence[tuple[float, ...] | str]],
 ) -> list[TargetLogprobs]:
     """Plan each distinct request once, ``run`` the plannable ones (shortest first), map back in order.
 
-    Every engine scores this way; only ``run`` (how log-probs are computed) differs.
+    Every engine scores this way; only ``run`` (how log-probs are computed) differs. ``run`` gives a
+    plan's log-probs, or the reason the engine refused that one plan (a string): its error.
     """
     unique = list(dict.fromkeys(requests))
     plans = [tokenizer.plan(r) for r in unique]
     runnable = sorted((i for i, p in enumerate(plans) if not p.error), key=lambda i: len(plans[i].input_ids))
     scored = dict(zip(runnable, run([plans[i] for i in runnable]), strict=True)) if runnable else {}
-    by_request = {r: result_from_plan(plans[i], scored.get(i, ())) for i, r in enumerate(unique)}
+    by_request = {}
+    for i, r in enumerate(unique):
+        got = scored.get(i, ())
+        if isinstance(got, str):
+            by_request[r] = TargetLogprobs(n_context_tokens=plans[i].n_context_tokens, error=got)
+        else:
+            by_request[r] = result_from_plan(plans[i], got)
     return [by_request[r] for r in requests]

@@ -95,7 +95,8 @@ def plan_target(
     target's first token merges with the context's last character. A token belongs to the target
     when its character span overlaps the target's span. The first token of a text has nothing
     before it and is not scored: where no BOS is added, a direct text loses its first token, as in
-    the reference. Over-long texts lose tokens from the left (the context first); the plan says so.
+    the reference. Over-long texts keep their first ``max_length`` tokens, as the reference cuts them
+    (the target's end goes first); the plan says so.
     """
     if not target:
         return TokenPlan((), 0, 0, error=EMPTY_TARGET)
@@ -111,15 +112,14 @@ def plan_target(
     truncated = False
     n_target_dropped = 0
     if len(ids) > max_length:
-        cut = len(ids) - max_length
+        # As the reference scorer cuts (``tokenizer.encode(text, truncation=True, max_length=...)``):
+        # the first max_length tokens stay, so a long target loses its end, and a context that fills
+        # the window leaves no target token (NaN with a reason, never a score of 0).
         truncated = True
-        ids = ids[cut:]
-        if cut > first:
-            n_target_dropped = cut - first
-            first = 0
-        else:
-            first -= cut
-        n_context = first
+        n_target_dropped = len(ids) - max(max_length, first)
+        ids = ids[:max_length]
+        if first >= max_length:
+            return TokenPlan(tuple(ids), len(ids), len(ids), True, n_target_dropped, TRUNCATED_AWAY)
     if first == 0:
         # Nothing precedes the first target token: it cannot be scored.
         if len(ids) <= 1:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from tasks.engine import ChatRequest, Completion, Generator, Sampling
+from tasks.engine import REQUEST_FAILURES, ChatRequest, Completion, Generator, Sampling, failure_cause
 from tasks.prompts import render, version
 
 from .forms import (
@@ -142,7 +142,11 @@ def sampling_json(sampling: Sampling) -> str:
 
 
 def _engine_status(c: Completion) -> str | None:
-    return f"engine_error:{c.error}" if c.error else None
+    """The row's status when the engine failed this request alone: its reason as the engine gave it
+    (``prompt_too_long: 5832 tokens > 2048``), other errors under ``engine_error:``."""
+    if not c.error:
+        return None
+    return c.error if failure_cause(c.error) in REQUEST_FAILURES else f"engine_error:{c.error}"
 
 
 def _generate(teacher: Generator, prompts: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:

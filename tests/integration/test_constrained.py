@@ -87,3 +87,14 @@ def test_a_server_that_rejects_the_form_names_the_option(vllm_server: str) -> No
         EngineError, match=r"rejected the reply form .*structured=vllm\|json_schema.*constrained: false"
     ):
         engine.generate([ChatRequest.user("Hi", form=broken)], SAMPLING)
+
+
+def test_a_prompt_too_long_for_the_server_fails_alone(vllm_server: str) -> None:
+    """vllm serve answers 400 for a prompt past its 2048-token context: that request's failure."""
+    from infra.engines.openai_engine import OpenAIEngine, OpenAIOptions
+    from tasks.engine import ChatRequest
+
+    engine = OpenAIEngine("tiny", vllm_server, OpenAIOptions(max_retries=0))
+    short, long = engine.generate([ChatRequest.user("Hi"), ChatRequest.user("word " * 3000)], SAMPLING)
+    assert short.error is None
+    assert long.error is not None and long.error.startswith("prompt_too_long: HTTP 400"), long.error

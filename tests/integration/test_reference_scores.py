@@ -143,3 +143,44 @@ def test_named_templates_reproduce_the_reference_losses(template, reference, tmp
         want = reference.pair(template, row)
         got = (s["loss_cond"], s["loss_direct"], s["rloss_cond"], s["rloss_direct"])
         assert got == pytest.approx(want, abs=1e-4), (template, row["instruction"])
+
+
+def test_texts_longer_than_the_window_are_cut_as_the_reference_cuts_them(reference, tmp_path):
+    """The reference encodes with ``truncation=True, max_length=M``: a text keeps its first M tokens,
+    the prompt is masked by its own untruncated length, so a long response loses its end and a
+    prompt that fills the window leaves nothing to score (NaN; Reflectory says why, never 0)."""
+    window = 48
+    long_answer = "The mountain rivers carry stone and sand down to the sea. " * 6
+    long_question = "Describe, in detail, how rivers shape the land around them. " * 6
+    rows = [
+        {"instruction": "Tell me about rivers.", "input": "", "output": long_answer},
+        {"instruction": long_question, "input": "", "output": "They cut valleys."},
+    ]
+    src = tmp_path / "long.json"
+    src.write_text(json.dumps(rows))
+    out = tmp_path / "scores.parquet"
+    args = ["score", "-i", str(src), "-o", str(out), "--student", "hf:smollm2",
+            "-O", "chat_template=wizardlm", "-O", f"max_length={window}"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scored = pq.read_table(out).to_pylist()
+    reference_cut = CutReference(reference, window)
+    for row, s in zip(rows, scored, strict=True):
+        want = reference_cut.pair("wizardlm", row)
+        got = (s["loss_cond"], s["loss_direct"], s["rloss_cond"], s["rloss_direct"])
+        assert got == pytest.approx(want, abs=1e-4, nan_ok=True), row["instruction"][:30]
+    assert scored[1]["loss_cond"] != scored[1]["loss_cond"]  # the long prompt filled the window: NaN
+    assert "target_truncated_away" in (scored[1]["score_error"] or "")
+
+
+class CutReference(Reference):
+    """The reference with its ``max_length``: every text cut to its first ``window`` tokens."""
+
+    def __init__(self, base: Reference, window: int) -> None:  # shares the loaded model
+        self.tok, self.model, self.seams, self.window = base.tok, base.model, 0, window
+
+    @torch.no_grad()
+    def loss(self, ids: list[int], n_masked: int) -> float:
+        if n_masked >= min(len(ids), self.window):
+            return float("nan")  # every label masked: the reference's loss is NaN
+        return super().loss(ids[: self.window], n_masked)

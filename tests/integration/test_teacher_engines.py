@@ -81,3 +81,21 @@ def test_stages_on_openai_engine_against_vllm_serve(vllm_server: str, tiny_model
     teacher = OpenAIEngine("tiny", vllm_server, OpenAIOptions(tokenizer=str(tiny_model_path), concurrency=2))
     run_all_stages(teacher)
     assert teacher.usage.completion_tokens > 0
+
+
+def test_on_hf_a_prompt_past_the_context_fails_alone_and_the_stage_says_why(tiny_model_path: Path) -> None:
+    """The tiny model's context is 4096 tokens: a 5000-word instruction is counted, never run, and its
+    row says ``prompt_too_long`` while the other pair is answered."""
+    from infra.engines.hf_engine import HFEngine, HFOptions
+
+    engine = HFEngine(str(tiny_model_path), HFOptions(dtype="float32"))
+    try:
+        pairs = [PAIRS[0], P("long", "word " * 5000, "", "short answer")]
+        rows, stats = reflect_instructions(pairs, engine, SAMPLING, constrained=False)
+    finally:
+        engine.close()
+    ok, long = rows
+    assert ok.completion_tokens > 0 and not ok.parse_status.startswith("prompt_too_long")
+    assert long.parse_status.startswith("prompt_too_long: ") and long.parse_status.endswith("> 4095")
+    assert long.completion_tokens == 0 and long.raw_text == ""
+    assert stats.failed[long.parse_status] == 1

@@ -49,3 +49,78 @@ def test_error_requests_do_not_break_the_batch(vllm_engine):
     bad, good = vllm_engine.target_logprobs(reqs)
     assert bad.error == "empty_target" and not bad.logprobs
     assert good.error is None and len(good.logprobs) > 0
+
+
+def test_a_prompt_longer_than_the_context_fails_alone(vllm_engine):
+    limit = vllm_engine.max_model_len - 1
+    long = "word " * (vllm_engine.max_model_len + 50)
+    reqs = [ChatRequest.user("Say hello."), ChatRequest.user(long), ChatRequest.user("Count to three.")]
+    hello, too_long, count = vllm_engine.generate(reqs, Sampling(max_tokens=4, temperature=0.0))
+    assert too_long.error is not None and too_long.error.startswith("prompt_too_long: ")
+    assert too_long.error.endswith(f"tokens > {limit}") and too_long.prompt_tokens > limit
+    assert too_long.completion_tokens == 0 and too_long.text == ""
+    for c in (hello, count):
+        assert c.error is None and c.completion_tokens > 0
+
+
+def test_a_request_the_engine_refuses_fails_alone(vllm_engine):
+    """An empty prompt passes our length check, vLLM's own validation refuses it: that request's error."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = SamplingParams(max_tokens=2, temperature=0.0)
+    ok_ids = vllm_engine._chat_ids([{"role": "user", "content": "Hi"}])
+    out = vllm_engine._run(
+        [TokensPrompt(prompt_token_ids=[]), TokensPrompt(prompt_token_ids=ok_ids)], [params] * 2
+    )
+    assert isinstance(out[0], str) and out[0].startswith("rejected: ")
+    assert not isinstance(out[1], str) and out[1].output.outputs[0].token_ids
+
+
+def test_concurrent_callers_stream_into_one_engine(vllm_engine):
+    """A short call finishes while a long one from another thread is still running: no caller waits
+    for another caller's longest reply, and replies equal those of calls made alone."""
+    import threading
+    import time
+
+    short = [ChatRequest.user("Say hi.")]
+    long = [ChatRequest.user(f"Write a long story about the number {i}.") for i in range(3)]
+    long_sampling = Sampling(max_tokens=96, temperature=0.0, ignore_eos=True)
+    short_sampling = Sampling(max_tokens=4, temperature=0.0, ignore_eos=True)
+    alone = vllm_engine.generate(short, short_sampling)
+    ended: dict[str, float] = {}
+
+    def run_long() -> None:
+        vllm_engine.generate(long, long_sampling)
+        ended["long"] = time.perf_counter()
+
+    thread = threading.Thread(target=run_long)
+    thread.start()
+    time.sleep(0.3)  # the long requests are running
+    together = vllm_engine.generate(short, short_sampling)
+    ended["short"] = time.perf_counter()
+    thread.join()
+    assert ended["short"] < ended["long"]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert together[0].completion_tokens == 4
+    stats = vllm_engine.occupancy()
+    assert stats["requests"] >= 5 and stats["running_seconds"] > 0 and stats["steps"] > 0
+
+
+def test_the_context_is_the_models_own_not_the_scoring_window(vllm_engine, tiny_model_path):
+    import json
+
+    config = json.loads((tiny_model_path / "config.json").read_text())
+    assert vllm_engine.max_model_len == config["max_position_embeddings"]
+    assert vllm_engine.tokenizer.max_length == min(2048, vllm_engine.max_model_len - 1)
+
+
+def test_a_sampled_reply_does_not_depend_on_what_runs_beside_it(vllm_engine):
+    """Each request is seeded on its own: a resumed run, whose requests meet other neighbours in the
+    engine, writes the same replies as a clean run."""
+    sampling = Sampling(max_tokens=12, temperature=0.9, seed=7)
+    target = ChatRequest.user("Name a colour and a fruit.")
+    alone = vllm_engine.generate([target], sampling)[0].text
+    crowd = [ChatRequest.user(f"Tell me about the number {i}.") for i in range(5)]
+    together = vllm_engine.generate([*crowd[:2], target, *crowd[2:]], sampling)[2].text
+    assert together == alone

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from infra.pool import BatchMerger
+from infra.merger import BatchMerger
 
 
 class SlowEngine:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.recycle import SimplePair, candidates, selection_rows
+from tasks.engine import failure_cause
+from tasks.recycle import SimplePair, candidates, request_failures, selection_rows
 from tasks.teacher.stages import ReflectionRow
 
 
@@ -52,3 +53,51 @@ def test_selected_row_names_the_variant_whose_data_it_shows():
     assert (a["kept"], a["variant"], a["output"], a["reason"]) == (True, "A", "y-A", "kept:A")
     # b has no A: the decision names A as missing, and the row shows (and says) ori.
     assert (b["kept"], b["variant"], b["output"], b["reason"]) == (False, "ori", "y-ori", "missing:A")
+
+
+def failed(source_id: str, stage: str, status: str) -> ReflectionRow:
+    row = reflection(source_id, stage)
+    return ReflectionRow(**{**row.to_dict(), "parse_status": status})
+
+
+def test_a_pair_whose_teacher_requests_failed_alone_is_dropped_with_the_cause():
+    too_long = "prompt_too_long: 9000 tokens > 8191"
+    reflections = [
+        failed("long", "instruction", too_long),
+        failed("long", "response_original", too_long),
+        failed("bad", "response_original", "rejected: grammar did not compile"),
+        reflection("parse", "response_original"),  # an unparseable reply: not a request failure
+    ]
+    failures = request_failures(reflections)
+    assert failures == {
+        "long": {"Q": "prompt_too_long", "QA": "prompt_too_long", "A": "prompt_too_long"},
+        "bad": {"A": "rejected"},
+    }
+    rows = selection_rows(
+        [score("long", "ori", float("nan"), float("nan")), score("bad", "ori", 0.5, 0.5),
+         score("parse", "ori", 0.5, 0.5), score("ok", "ori", 0.5, 0.5), score("ok", "A", 0.4, 0.3)],
+        teacher="t", student="s", prompt_version="v", failures=failures,
+    )  # fmt: skip
+    reasons = {r["source_id"]: r["reason"] for r in rows}
+    assert reasons == {
+        "long": "failed:prompt_too_long",  # ori unscorable too (its prompt filled the window)
+        "bad": "failed:rejected",
+        "parse": "missing:A",  # parse failures keep their own reason
+        "ok": "kept:A",
+    }
+    assert len(rows) == 5 - 1  # one row per pair
+
+
+def test_a_kept_pair_keeps_its_reason_even_when_another_branch_failed():
+    failures = {"a": {"Q": "prompt_too_long", "QA": "prompt_too_long"}}
+    rows = selection_rows(
+        [score("a", "ori", 0.5, 0.5), score("a", "A", 0.4, 0.3)],
+        teacher="t", student="s", prompt_version="v", failures=failures,
+    )  # fmt: skip
+    assert rows[0]["reason"] == "kept:A"
+
+
+def test_failure_causes_are_the_text_before_the_first_colon():
+    assert failure_cause("prompt_too_long: 5832 tokens > 2048") == "prompt_too_long"
+    assert failure_cause("engine_error:HTTPError: boom") == "engine_error"
+    assert failure_cause("missing_better_answer") == "missing_better_answer"

@@ -82,13 +82,20 @@ def test_empty_target_gets_a_reason():
     assert plan_target(word_encoder, "ctx", "", specials=ADDS_BOS, max_length=64).error == EMPTY_TARGET
 
 
-def test_left_truncation_cuts_the_context_first():
+def test_a_long_text_keeps_its_first_tokens_as_the_reference_cuts_it():
+    ctx = " ".join(f"c{i}" for i in range(3))
+    plan = plan_target(word_encoder, ctx, " t1 t2 t3 t4 t5", specials=ADDS_BOS, max_length=6)
+    assert len(plan.input_ids) == 6  # BOS c0 c1 c2 t1 t2: the end of the target goes
+    assert plan.truncated
+    assert plan.n_target == 2
+    assert plan.n_target_dropped == 3
+
+
+def test_a_context_that_fills_the_window_leaves_nan_with_a_reason_not_a_zero():
     ctx = " ".join(f"c{i}" for i in range(20))
     plan = plan_target(word_encoder, ctx, " t1 t2 t3", specials=ADDS_BOS, max_length=6)
-    assert len(plan.input_ids) == 6
-    assert plan.truncated
-    assert plan.n_target == 3
-    assert plan.n_target_dropped == 0
+    assert plan.error == TRUNCATED_AWAY
+    assert plan.n_target == 0 and plan.truncated and plan.n_target_dropped == 3
 
 
 def test_target_truncated_to_nothing_is_an_error_not_a_zero():
@@ -97,12 +104,10 @@ def test_target_truncated_to_nothing_is_an_error_not_a_zero():
     assert plan.n_target == 0
 
 
-def test_target_longer_than_window_keeps_its_tail_and_says_so():
-    plan = plan_target(
-        word_encoder, "ctx", " " + " ".join(f"t{i}" for i in range(10)), specials=ADDS_BOS, max_length=5
-    )
+def test_a_direct_text_longer_than_the_window_keeps_its_head_and_says_so():
+    plan = plan_target(word_encoder, "", " ".join(f"t{i}" for i in range(10)), specials=NONE, max_length=5)
     assert plan.truncated
-    assert plan.n_target == 4  # the first kept token has nothing before it
+    assert plan.target_ids == plan.input_ids[1:5]  # the first token has nothing before it
     assert plan.n_target_dropped == 6
 
 
