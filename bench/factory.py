@@ -58,7 +58,6 @@ def main() -> None:
     ap.add_argument("--spec", default="hf:smollm2")
     ap.add_argument("--batch-size", type=int, default=8, help="requests per batch (engine and pool alike)")
     args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cores = os.cpu_count() or 1
     sampling = Sampling(max_tokens=args.max_tokens, temperature=0.0)
     hf = args.spec.startswith("hf:")

@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from infra.ray_auth import write_token
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "alpaca_sample.json"
 
@@ -91,7 +93,6 @@ def run_flow(
         PYTHONPATH=str(root),
         PREFECT_HOME=str(home),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
-        RAY_AUTH_MODE="disabled",
         OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         **(warm.env if warm else {}),
     )
@@ -133,10 +134,15 @@ class Warm:
         self.procs: list[subprocess.Popen[bytes]] = []
         ray_tmp = tempfile.mkdtemp(prefix="rayb", dir="/tmp")  # short: Ray's socket paths
         api_port, ray_port = _free_port(), _free_port()
-        self.env = {"RAY_TMPDIR": ray_tmp, "PREFECT_API_URL": f"http://127.0.0.1:{api_port}/api"}
-        base = dict(
-            os.environ, RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", PREFECT_HOME=str(work / "server")
-        )
+        token = write_token(Path(ray_tmp) / "auth_token")  # the head and every run use it
+        self.env = {
+            "RAY_TMPDIR": ray_tmp,
+            "PREFECT_API_URL": f"http://127.0.0.1:{api_port}/api",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token),
+        }
+        base = dict(os.environ, PREFECT_HOME=str(work / "server"), **self.env)
+        base.pop("PREFECT_API_URL")
         head = ["start", "--head", "--block", f"--port={ray_port}", "--include-dashboard=false"]
         self._start([sys.executable, "-m", "ray.scripts.scripts", *head, "--node-ip-address=127.0.0.1"], base)
         self._start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",

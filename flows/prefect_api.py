@@ -44,6 +44,11 @@ def ensure_api() -> None:
     if failure is None:
         return
     where = f"the Prefect server at {url}" if url else "Prefect's temporary local API"
+    if "401" in str(failure) or "Unauthorized" in str(failure):
+        raise PrefectAPIError(
+            f"{where} refused this run's credentials: set PREFECT_API_AUTH_STRING=user:password to the "
+            "server's PREFECT_SERVER_API_AUTH_STRING, and unset PREFECT_API_KEY (it takes precedence)"
+        )
     hint = (
         "check PREFECT_API_URL and that the server is up (prefect server start)"
         if url

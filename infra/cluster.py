@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .ray_auth import AuthError, check_cluster_token, ensure_local_token
+
 NAMESPACE = "reflectory"
 
 
@@ -38,12 +40,25 @@ def connect(
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "ignore_reinit_error": True, "log_to_driver": False}
     if address in (None, "") and (running := running_local_head()):
         address = running
+    notes: list[str] = []
     if address in (None, "", "local"):
+        ensure_local_token()  # token authentication on, with Ray's own token
         kwargs.update(
             address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1"
         )
     else:
-        check_address(address, timeout_s=timeout_s)
+        head = check_address(address, timeout_s=timeout_s)
+        if not address.startswith("ray://"):  # a GCS address: ask it whether it takes this run's token
+            try:
+                if check_cluster_token(head, address, timeout_s) == "open":
+                    notes.append(
+                        "warning: this Ray cluster has token authentication off: anyone who reaches its "
+                        "ports can run code on it (start it with RAY_AUTH_MODE=token)"
+                    )
+            except AuthError as exc:
+                raise ClusterError(str(exc)) from None
+            except Exception as exc:
+                notes.append(f"note: could not check the cluster's token ({type(exc).__name__})")
         kwargs["address"] = address
     try:
         context = _init(ray, kwargs)
@@ -51,9 +66,13 @@ def connect(
         raise ClusterError(f"could not start or join Ray at {address or 'a local instance'}: {exc}") from exc
     gcs = getattr(context, "address_info", {}).get("gcs_address", "")
     _WHERE[:] = [
-        f"started a local Ray ({gcs})"
-        if kwargs["address"] == "local"
-        else f"joined the Ray head at {gcs or address}"
+        (
+            f"started a local Ray ({gcs}; token authentication on; Ray's own servers listen on every "
+            "interface, its dashboard and this run's Prefect API on 127.0.0.1 only)"
+            if kwargs["address"] == "local"
+            else f"joined the Ray head at {gcs or address}"
+        ),
+        *notes,
     ]
     return dict(ray.cluster_resources())
 
@@ -71,8 +90,8 @@ def _init(ray: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def where() -> str:
-    """Which Ray this process uses, in words (after ``connect``)."""
-    return _WHERE[0] if _WHERE else "Ray is not connected"
+    """Which Ray this process uses, in words (after ``connect``), with any warning on its own line."""
+    return "\n".join(_WHERE) if _WHERE else "Ray is not connected"
 
 
 _WHERE: list[str] = []
@@ -90,14 +109,15 @@ def running_local_head(timeout_s: float = 1.0) -> str | None:
     return head
 
 
-def check_address(address: str, *, timeout_s: float = 10.0) -> None:
-    """Raise ClusterError unless the head of the cluster at ``address`` answers within ``timeout_s``."""
+def check_address(address: str, *, timeout_s: float = 10.0) -> str:
+    """The head's host:port; ClusterError unless it answers within ``timeout_s``."""
     head = _head_address(address)
     if head is None:
         raise ClusterError(
             f"no running Ray cluster found for --ray-address {address} (start one: ray start --head)"
         )
     _check_reachable(head, address, timeout_s)
+    return head
 
 
 def _head_address(address: str) -> str | None:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.ray_auth import write_token
 from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,10 +90,19 @@ class RayCluster:
             os.environ,
             PYTHONPATH=str(ROOT),
             RAY_TMPDIR=self.tmpdir,
-            RAY_AUTH_MODE="disabled",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(self.token_path),
             OMP_WAIT_POLICY="PASSIVE",
             RAY_USAGE_STATS_ENABLED="0",
         )
+
+    @property
+    def token_path(self) -> Path:
+        """The cluster's token: its nodes and the runs that join it read it (token authentication on)."""
+        path = Path(self.tmpdir) / "auth_token"
+        if not path.exists():
+            write_token(path)
+        return path
 
     def start_head(self, cpus: int) -> RayCluster:
         port = free_port()

@@ -94,7 +94,7 @@ def export_command(
         err.print(f"[red]error:[/] {_validation_message(exc)}")
         raise typer.Exit(2) from exc
     except (ExportError, StoreError, ValueError, FileNotFoundError, OSError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
     _summary(result)
 

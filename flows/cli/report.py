@@ -36,5 +36,5 @@ def report_command(
         if screenshot is not None:
             console.print(f"screenshot: {take_screenshot(page, screenshot).resolve()}", soft_wrap=True)
     except (StoreError, ReportError, ScreenshotError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc

@@ -40,7 +40,7 @@ def serve_command(
     try:
         serve_config = load_serve_config(read_config(config))
     except (DeploymentError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
 
     table = Table(title=f"deployments in {config}")

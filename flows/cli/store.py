@@ -25,7 +25,7 @@ def _open(uri: str, *, create: bool = False) -> Any:
     try:
         return Store(uri, create=create)
     except StoreError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
 
 
@@ -42,7 +42,7 @@ def ingest_command(
     try:
         _, counts = ingest_to_store(st, input, run_id or new_run_id("ingest"))
     except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
     table = Table(title=f"ingest {input}", show_header=False)
     for key, value in counts.__dict__.items():
@@ -188,7 +188,7 @@ def vacuum_command(
     try:
         files = st.vacuum(table, retention_hours, force=force, dry_run=dry_run)
     except Exception as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(files)} files of {table}")

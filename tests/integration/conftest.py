@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -74,6 +75,11 @@ def vllm_engine(tiny_model_path: Path):
     eng.close()
 
 
+# The test server's basic auth (Prefect's PREFECT_SERVER_API_AUTH_STRING): clients and workers send it.
+PREFECT_AUTH = ("reflectory", secrets.token_urlsafe(16))
+PREFECT_AUTH_STRING = ":".join(PREFECT_AUTH)
+
+
 def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
     env = dict(
         os.environ,
@@ -81,12 +87,13 @@ def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
-        RAY_AUTH_MODE="disabled",
         OMP_WAIT_POLICY="PASSIVE",
         HF_HUB_OFFLINE="1",
     )
+    env.pop("PREFECT_API_KEY", None)  # it would take precedence over basic auth and get a 401
     if api:
         env["PREFECT_API_URL"] = api
+        env["PREFECT_API_AUTH_STRING"] = PREFECT_AUTH_STRING
     return env
 
 
@@ -102,22 +109,24 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``prefect server start`` on a free loopback port, with a home of its own."""
+    """``prefect server start`` on a free loopback port, with a home of its own and basic auth on
+    (``PREFECT_AUTH``: ``prefect_env(home, api)`` gives a client's environment)."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     log = home / "server.log"
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=prefect_env(home), start_new_session=True, cwd=home
-        )
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=home,
+            env={**prefect_env(home), "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING},
+        )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{api}/health", timeout=2, auth=PREFECT_AUTH).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -97,7 +97,6 @@ def _env() -> dict[str, str]:
     return dict(
         os.environ,
         PYTHONPATH=str(ROOT),
-        RAY_AUTH_MODE="disabled",
         OMP_WAIT_POLICY="PASSIVE",
         RAY_TMPDIR=_ray_tmpdir(),
     )

@@ -7,7 +7,6 @@ replica that cannot fit is a clear error after a short timeout instead of a hang
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.slow
 def ray_with_4_gpus() -> Iterator[None]:
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
         address="local", num_cpus=4, num_gpus=4, include_dashboard=False, namespace="reflectory",
         log_to_driver=False,

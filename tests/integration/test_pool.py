@@ -33,7 +33,6 @@ def local_ray() -> Iterator[None]:
 
     from infra.cluster import connect
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     connect(None)
     yield
     ray.shutdown()

@@ -60,7 +60,6 @@ def env(tmp: Path) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         PREFECT_HOME=str(tmp / "prefect"),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
-        RAY_AUTH_MODE="disabled",
     )
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from storage.report.screenshot import CHROMIUM_ARGS, find_chromium
 from storage.store import Store
-from tests.integration.conftest import ROOT, prefect_env
+from tests.integration.conftest import PREFECT_AUTH, ROOT, prefect_env
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +185,7 @@ def test_the_flow_run_shows_its_results_as_prefect_artifacts(smol_run: SimpleNam
         f"{api}/artifacts/filter",
         json={"artifacts": {"key": {"like_": "reflectory-recycle-"}}, "sort": "CREATED_DESC"},
         timeout=10,
+        auth=PREFECT_AUTH,
     ).json()
     summary = next(
         a for a in found if a["key"] == "reflectory-recycle-summary" and smol_run.run_id in a["data"]
@@ -204,7 +205,9 @@ def test_the_flow_run_shows_its_results_as_prefect_artifacts(smol_run: SimpleNam
     for stage in STAGES:
         progress = mine["reflectory-recycle-progress-" + stage.replace(" ", "-")]
         assert progress["type"] == "progress" and progress["data"] == pytest.approx(100.0)
-    flow_state = httpx.get(f"{api}/flow_runs/{flow_run}", timeout=10).json()["state"]["type"]
+    flow_state = httpx.get(f"{api}/flow_runs/{flow_run}", timeout=10, auth=PREFECT_AUTH).json()["state"][
+        "type"
+    ]
     assert flow_state == "COMPLETED"
 
 

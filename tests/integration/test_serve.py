@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from storage.store import Store
+from tests.integration.conftest import PREFECT_AUTH, PREFECT_AUTH_STRING
 from tests.integration.conftest import prefect_env as _env
 from tests.integration.conftest import stop_group as _stop
 
@@ -45,7 +46,7 @@ def _deployment(api: str, name: str, timeout_s: float = 120) -> dict[str, object
     flow, _, deployment = name.partition("/")
     deadline = time.monotonic() + timeout_s
     while True:
-        r = httpx.get(f"{api}/deployments/name/{flow}/{deployment}", timeout=5)
+        r = httpx.get(f"{api}/deployments/name/{flow}/{deployment}", timeout=5, auth=PREFECT_AUTH)
         if r.status_code == 200:
             return dict(r.json())
         assert time.monotonic() < deadline, f"deployment {name} not registered in {timeout_s} s"
@@ -56,7 +57,7 @@ def test_a_served_deployment_runs_when_triggered_through_the_api(
     prefect_api: str, tmp_path: Path, tiny_model_path: Path
 ) -> None:
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     config = tmp_path / "deployments.yaml"
     config.write_text(
@@ -86,7 +87,7 @@ def test_a_served_deployment_runs_when_triggered_through_the_api(
         assert deployment["parameters"]["params"]["shard_size"] == 1
 
         given = _params(tmp_path, tiny_model_path, run_id="triggered")
-        with temporary_settings({PREFECT_API_URL: prefect_api}):
+        with temporary_settings({PREFECT_API_URL: prefect_api, PREFECT_API_AUTH_STRING: PREFECT_AUTH_STRING}):
             run = run_deployment("recycle/tiny", parameters={"params": given}, timeout=420)
         assert run.state is not None and run.state.is_completed(), (run.state, log.read_text()[-3000:])
         assert run.parameters["params"]["run_id"] == "triggered"
