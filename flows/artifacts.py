@@ -20,7 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from storage.report.page import cost_note, key_numbers
+from storage.report.page import cost_note, key_numbers, viewer_hint
 from tasks.cost import format_cost
 
 UPDATE_EVERY_S = 2.0  # a run of thousands of shards must not call the API thousands of times
@@ -63,8 +63,9 @@ class StageProgress:
         update_progress_artifact(self.ids[stage], pct, description=description)
 
 
-def publish_summary(data: dict[str, Any], report: Path | None) -> None:
-    """The markdown, table and link artifacts of a finished run (``data``: storage.report.data)."""
+def publish_summary(data: dict[str, Any], report: Path | None, store_uri: str | None = None) -> None:
+    """The markdown, table and link artifacts of a finished run (``data``: storage.report.data), with
+    the command that opens its rows in the browser."""
     run, flow = data["run"], data["run"]["flow"]
     lines = [f"## Reflectory {flow} run `{run['run_id']}`", "", "| | |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in key_numbers(data)]
@@ -75,6 +76,8 @@ def publish_summary(data: dict[str, Any], report: Path | None) -> None:
     lines += ["", cost_note(data)]
     if report is not None:
         lines += ["", f"Report: `{report}`"]
+    if (viewer := viewer_hint(store_uri, run["run_id"])) is not None:
+        lines += ["", f"Rows: `{viewer['command']}`, then {viewer['url']}"]
     create_markdown_artifact("\n".join(lines), key=_key(flow, "summary"), description="the run's key numbers")
     table = [
         {

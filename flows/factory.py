@@ -207,7 +207,7 @@ class FlowRun:
             if self.params.report:
                 page = write_report(self.store, self.run_id, self.report_dir(), data=data)
                 logger.info("report: %s", page)
-            publish_summary(data, page)
+            publish_summary(data, page, self.store.uri)
         except Exception as exc:  # a report is a view of the run, not the run
             logger.warning("no report or artifacts for run %s: %s", self.run_id, exc)
             return None

@@ -18,3 +18,6 @@ export OMP_WAIT_POLICY=PASSIVE
   "SELECT source_id, count(*) AS variants_scored FROM scores GROUP BY ALL ORDER BY ALL"
 .venv/bin/reflectory sql --store ./factory \
   "SELECT variant, kept, reason, round(ifd_ppl, 3) AS ifd, round(rifd_ppl, 3) AS rifd, left(instruction, 50) AS instruction FROM selected ORDER BY kept DESC, ifd DESC"
+echo
+echo "Look at the rows (each pair's original beside its rewrite, scores, decisions) in the browser:"
+echo "  .venv/bin/reflectory view --store ./factory     # then open http://127.0.0.1:8765/"

@@ -20,10 +20,12 @@ def _register() -> None:
     from flows.cli.report import report_command
     from flows.cli.run import run_app
     from flows.cli.score import score_command
+    from flows.cli.view import view_command
 
     app.command("score")(score_command)
     app.command("reflect")(reflect_command)
     app.command("report")(report_command)
+    app.command("view")(view_command)
     app.add_typer(run_app, name="run")
     store.register(app)
     export.register(app)

@@ -52,8 +52,12 @@ def cost_note(data: dict[str, Any]) -> str:
     return f"Costs in {cost.get('currency', 'USD')} from the prices given for the run's model roles."
 
 
-def render(data: dict[str, Any], images: dict[str, bytes]) -> str:
-    """The page's HTML from the report's data and its plots."""
+VIEWER_PORT = 8765  # reflectory view's default
+
+
+def render(data: dict[str, Any], images: dict[str, bytes], *, store_uri: str | None = None) -> str:
+    """The page's HTML from the report's data and its plots; with the store's address, the command
+    that opens the run's rows in the browser."""
     env = Environment(loader=PackageLoader("storage.report", "templates"), autoescape=select_autoescape())
     stages = [{**s, "cost_text": format_cost(s.get("cost"))} for s in data["stages"]]
     width, height = int(plots.WIDTH_IN * plots.DPI), int(plots.HEIGHT_IN * plots.DPI)
@@ -79,7 +83,20 @@ def render(data: dict[str, Any], images: dict[str, bytes]) -> str:
         config_json=json.dumps(data["run"]["config"], indent=2, default=str),
         versions_json=json.dumps(data["run"]["versions"], indent=2, default=str),
         data_json=data_json,
+        viewer=viewer_hint(store_uri, data["run"]["run_id"]),
     )
+
+
+def viewer_hint(store_uri: str | None, run_id: str) -> dict[str, str] | None:
+    """How to look at a run's rows: the command and the address it serves them at."""
+    if not store_uri:
+        return None
+    from urllib.parse import quote
+
+    return {
+        "command": f"reflectory view --store {store_uri}",
+        "url": f"http://127.0.0.1:{VIEWER_PORT}/runs/{quote(run_id, safe='')}/pairs",
+    }
 
 
 def write_report(store: Any, run_id: str, out_dir: Path, *, data: dict[str, Any] | None = None) -> Path:
@@ -88,5 +105,5 @@ def write_report(store: Any, run_id: str, out_dir: Path, *, data: dict[str, Any]
     images = plots.draw_all(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"report-{run_id}.html"
-    page.write_text(render(data, images), encoding="utf-8")
+    page.write_text(render(data, images, store_uri=getattr(store, "uri", None)), encoding="utf-8")
     return page
