@@ -230,25 +230,37 @@ class Browser:
                 "ESCAPE '\\')))"
             )
             params += [pattern, pattern, pattern, run_id, pattern, pattern, pattern]
-        column = {
-            "ifd": "s.ifd_ppl",
-            "rifd": "s.rifd_ppl",
-            "source_id": "s.source_id",
-            "reason": "s.reason",
-            "variant": "s.variant",
-        }[f.sort]
+        columns = {"ifd": "s.ifd_ppl", "rifd": "s.rifd_ppl", "source_id": "s.source_id", "reason": "s.reason",
+                   "variant": "s.variant"}  # fmt: skip
+        select = (
+            "s.source_id, s.kept, s.variant, s.branch, s.reason, s.instruction, s.input, s.output, "
+            "s.ifd_ppl, s.rifd_ppl, s.teacher, s.student, s.prompt_version, s.scoring_version, s.shard"
+        )
+        rows, total = self._page("selected s", select, where, params, columns[f.sort], "s.source_id", f)
+        self._attach(run_id, rows)
+        return Listing(rows, total, f.page, f.per_page)
+
+    def _page(
+        self,
+        table: str,
+        select: str,
+        where: list[str],
+        params: list[Any],
+        column: str,
+        tiebreak: str,
+        f: Page,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of a filtered listing and the count of all it matches (``column`` and ``tiebreak``
+        come from fixed allow-lists, never from the request)."""
         direction = "DESC" if f.order == "desc" else "ASC"
         clause = " AND ".join(where)
-        total = self._query(f"SELECT count(*) AS n FROM selected s WHERE {clause}", params)[0]["n"]
+        total = self._query(f"SELECT count(*) AS n FROM {table} WHERE {clause}", params)[0]["n"]
         rows = self._query(
-            "SELECT s.source_id, s.kept, s.variant, s.branch, s.reason, s.instruction, s.input, s.output, "
-            "s.ifd_ppl, s.rifd_ppl, s.teacher, s.student, s.prompt_version, s.scoring_version, s.shard "
-            f"FROM selected s WHERE {clause} ORDER BY {column} {direction} NULLS LAST, s.source_id "
-            "LIMIT ? OFFSET ?",
+            f"SELECT {select} FROM {table} WHERE {clause} "
+            f"ORDER BY {column} {direction} NULLS LAST, {tiebreak} LIMIT ? OFFSET ?",
             [*params, f.per_page, f.offset],
         )
-        self._attach(run_id, rows)
-        return Listing(rows, int(total), f.page, f.per_page)
+        return rows, int(total)
 
     def _attach(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         """Each pair's variants (texts and scores) and teacher replies, fetched for this page only."""
@@ -349,23 +361,18 @@ class Browser:
                 "(question ILIKE ? ESCAPE '\\' OR output ILIKE ? ESCAPE '\\' OR thinking ILIKE ? ESCAPE '\\')"
             )
             params += [pattern, pattern, pattern]
-        column = {
+        columns = {
             "ifd": "ifd_ppl",
             "source_id": "source_id",
             "reason": "reason",
             "n_reflections": "n_reflections",
-        }[f.sort]
-        direction = "DESC" if f.order == "desc" else "ASC"
-        clause = " AND ".join(where)
-        total = self._query(f"SELECT count(*) AS n FROM traces WHERE {clause}", params)[0]["n"]
-        rows = self._query(
-            "SELECT source_id, question, gold, thinking, output, n_reflections, valid, invalid_reason, "
-            "verified, "
-            f"ifd_ppl, kept, reason, teacher, student FROM traces WHERE {clause} "
-            f"ORDER BY {column} {direction} NULLS LAST, source_id LIMIT ? OFFSET ?",
-            [*params, f.per_page, f.offset],
+        }
+        select = (
+            "source_id, question, gold, thinking, output, n_reflections, valid, invalid_reason, verified, "
+            "ifd_ppl, kept, reason, teacher, student"
         )
-        return Listing([_clean(r) for r in rows], int(total), f.page, f.per_page)
+        rows, total = self._page("traces", select, where, params, columns[f.sort], "source_id", f)
+        return Listing([_clean(r) for r in rows], total, f.page, f.per_page)
 
     # -- failures ----------------------------------------------------------------------------------
     def failures(self, run_id: str) -> dict[str, list[dict[str, Any]]]:

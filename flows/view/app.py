@@ -61,16 +61,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
         return RedirectResponse(f"/runs/{_quote(info['run_id'])}/{target}", status_code=302)
 
     async def pairs(request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        info = _run_or_404(browser, run_id)
-        f = _filters(PairFilter, request)
-        listing = browser.pairs(run_id, f)
-        if request.url.path.startswith("/api/"):
-            return JSONResponse(
-                {"run": info, "filters": f.model_dump(exclude_none=True), **listing.as_dict()}
-            )
-        template = "pair_rows.html" if request.query_params.get("fragment") else "pairs.html"
-        return page(template, request, run=info, f=f, listing=listing, facets=browser.facets(run_id))
+        return listing(request, PairFilter, browser.pairs, "pairs.html")
 
     async def pair(request: Request) -> Response:
         run_id, source_id = request.path_params["run_id"], request.path_params["source_id"]
@@ -83,15 +74,24 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
         return page("pair.html", request, p=data)
 
     async def traces(request: Request) -> Response:
+        return listing(request, TraceFilter, browser.traces, "traces.html")
+
+    def listing(
+        request: Request, model: type[BaseModel], query: Callable[..., Any], template: str
+    ) -> Response:
+        """A run's filtered listing as JSON (under /api) or as its page (only its rows: ``fragment``)."""
         run_id = request.path_params["run_id"]
         info = _run_or_404(browser, run_id)
-        f = _filters(TraceFilter, request)
-        listing = browser.traces(run_id, f)
+        f = _filters(model, request)
+        found = query(run_id, f)
         if request.url.path.startswith("/api/"):
-            return JSONResponse(
-                {"run": info, "filters": f.model_dump(exclude_none=True), **listing.as_dict()}
-            )
-        return page("traces.html", request, run=info, f=f, listing=listing, fold=_fold_reflections)
+            return JSONResponse({"run": info, "filters": f.model_dump(exclude_none=True), **found.as_dict()})
+        if template == "pairs.html" and request.query_params.get("fragment"):
+            template = "pair_rows.html"
+        extra = (
+            {"facets": browser.facets(run_id)} if template.startswith("pair") else {"fold": _fold_reflections}
+        )
+        return page(template, request, run=info, f=f, listing=found, **extra)
 
     async def failures(request: Request) -> Response:
         run_id = request.path_params["run_id"]
