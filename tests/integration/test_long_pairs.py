@@ -55,7 +55,7 @@ def run(
         OMP_WAIT_POLICY="PASSIVE",
     )
     cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(store),
-           "--run-id", "long", "--shard-size", "2", "--max-tokens", "200",
+           "--run-id", "long", "--shard-size", "2", "--max-tokens", "120",
            "--ray-address", "local"]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
     return out, store, rows
