@@ -101,6 +101,20 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
             return JSONResponse({"run": info, **data})
         return page("failures.html", request, run=info, data=data)
 
+    async def report(request: Request) -> Response:
+        """The run's report page, drawn now from the store (never written anywhere)."""
+        from storage.report import plots
+        from storage.report.data import ReportError, collect
+        from storage.report.page import render
+
+        run_id = request.path_params["run_id"]
+        _run_or_404(browser, run_id)
+        try:
+            data = collect(store, run_id)
+        except ReportError as exc:  # a run still going has no runs row yet: no report
+            raise HTTPException(404, str(exc)) from None
+        return HTMLResponse(render(data, plots.draw_all(data), store_uri=store.uri))
+
     async def live(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         info = _run_or_404(browser, run_id)
@@ -138,6 +152,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
         *twin("/runs/{run_id}/traces", traces),
         *twin("/runs/{run_id}/failures", failures),
         Route("/api/runs/{run_id}/live", live),
+        Route("/runs/{run_id}/report", report),
         Route("/runs/{run_id}/export.{fmt:str}", export),
         Route("/favicon.ico", lambda request: RedirectResponse("/static/favicon.svg", status_code=301)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -138,6 +138,13 @@ def test_failures_and_traces(viewer: Viewer) -> None:
     assert traces["total"] == 1 and traces["rows"][0]["n_reflections"] == 1
 
 
+def test_a_finished_run_links_its_report(viewer: Viewer) -> None:
+    assert f'href="/runs/{RUN}/report"' in viewer.get("/").text
+    page = viewer.get(f"/runs/{RUN}/report")
+    assert page.status_code == 200 and f"Reflectory run <code>{RUN}</code>" in page.text
+    assert viewer.get("/runs/nope/report").status_code == 404
+
+
 def test_export_saves_the_current_filter_for_review(viewer: Viewer) -> None:
     import pyarrow.parquet as pq
 
