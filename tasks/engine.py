@@ -153,6 +153,13 @@ REJECTED = "rejected"
 REQUEST_FAILURES = (PROMPT_TOO_LONG, REJECTED)
 
 
+def prompt_too_long(n_tokens: int, context: int) -> str | None:
+    """The error of a prompt that leaves no room in a ``context``-token engine for one generated
+    token, else None: every engine that counts prompts reports it the same way."""
+    limit = context - 1
+    return f"{PROMPT_TOO_LONG}: {n_tokens} tokens > {limit}" if n_tokens > limit else None
+
+
 def failure_cause(reason: str) -> str:
     """The cause of a failure reason, without its details: what summaries count by."""
     return reason.split(":", 1)[0].strip()

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from tasks.engine import (
-    PROMPT_TOO_LONG,
     REJECTED,
     ChatRequest,
     Completion,
@@ -23,6 +22,7 @@ from tasks.engine import (
     Sampling,
     ScoreRequest,
     TargetLogprobs,
+    prompt_too_long,
 )
 from tasks.scoring.batching import length_batches
 from tasks.scoring.templates import PromptFormat
@@ -158,7 +158,9 @@ class HFEngine:
             self.tokenizer.prompt_ids(self.tokenizer.render_chat([dict(m) for m in r.messages]))
             for r in requests
         ]
-        out: list[Completion] = [Completion("", None, len(i), 0, error=self._too_long(len(i))) for i in ids]
+        out: list[Completion] = [
+            Completion("", None, len(i), 0, error=prompt_too_long(len(i), self.context_length)) for i in ids
+        ]
         todo = [k for k, c in enumerate(out) if c.error is None]
         step = self.options.generation_batch
         for s in range(0, len(todo), step):
@@ -172,10 +174,6 @@ class HFEngine:
             ):
                 out[k] = c
         return out
-
-    def _too_long(self, n_tokens: int) -> str | None:
-        limit = self.context_length - 1
-        return f"{PROMPT_TOO_LONG}: {n_tokens} tokens > {limit}" if n_tokens > limit else None
 
     def _generate_alone_on_error(
         self, requests: Sequence[ChatRequest], ids: Sequence[list[int]], sampling: Sampling, tok: Any

@@ -25,7 +25,6 @@ from typing import Any
 from infra.models import is_local_model, resolve_model
 from infra.platform import CPU_REQUESTS_PER_CALL, apply_vllm_env, vllm_build
 from tasks.engine import (
-    PROMPT_TOO_LONG,
     REJECTED,
     ChatRequest,
     Completion,
@@ -33,6 +32,7 @@ from tasks.engine import (
     Sampling,
     ScoreRequest,
     TargetLogprobs,
+    prompt_too_long,
 )
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
@@ -140,7 +140,7 @@ class VLLMEngine:
         if not requests:
             return []
         ids = [self._chat_ids([dict(m) for m in r.messages]) for r in requests]
-        errors = [self._too_long(len(i)) for i in ids]
+        errors = [prompt_too_long(len(i), self.max_model_len) for i in ids]
         todo = [k for k, e in enumerate(errors) if e is None]
         prompts = [TokensPrompt(prompt_token_ids=ids[k]) for k in todo]
         params = [self._sampling_params(sampling, requests[k]) for k in todo]
@@ -159,11 +159,6 @@ class VLLMEngine:
                 latency_s=done.seconds,
             )
         return result
-
-    def _too_long(self, n_tokens: int) -> str | None:
-        """The error of a prompt that leaves no room for one generated token, else None."""
-        limit = self.max_model_len - 1
-        return f"{PROMPT_TOO_LONG}: {n_tokens} tokens > {limit}" if n_tokens > limit else None
 
     def _run(self, prompts: list[Any], params: list[Any]) -> list[Finished | str]:
         """Each prompt finished, or the reason the engine refused it (a string).
