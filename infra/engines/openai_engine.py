@@ -186,8 +186,8 @@ class OpenAIEngine:
             body["frequency_penalty"] = sampling.frequency_penalty
         if mode == "vllm" and sampling.repetition_penalty != 1.0:
             body["repetition_penalty"] = sampling.repetition_penalty  # vLLM's extra sampling field
-        if request.form is None:
-            return body
+        if request.form is None or (mode != "vllm" and not request.form.has_schema):
+            return body  # free text: a judge's line of scores, on a server without grammars
         # With a local tokenizer (option ``tokenizer``) the fixed parts are counted exactly.
         count = self.tokenizer.count if self.options.tokenizer else None
         if mode == "vllm":
@@ -210,7 +210,7 @@ class OpenAIEngine:
             body: dict[str, Any] = {
                 "model": self.model,
                 "messages": [dict(m) for m in request.messages],
-                "max_tokens": sampling.max_tokens,
+                "max_tokens": request.max_tokens or sampling.max_tokens,
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
             }
@@ -227,7 +227,7 @@ class OpenAIEngine:
                     return Completion(
                         "", None, 0, 0, time.perf_counter() - start, error=f"{PROMPT_TOO_LONG}: {exc}"
                     )
-                if request.form is not None:
+                if request.form is not None and (mode == "vllm" or request.form.has_schema):
                     raise EngineError(
                         f"{exc}\nThe server rejected the reply form sent as {mode!r} ({request.form.name}). "
                         "Pick another way with the teacher option structured=vllm|json_schema, or run with "

@@ -18,6 +18,11 @@ PROMPT_VERSIONS: dict[str, str] = {
     "reflect_response_with_input": "reflect_response_with_input/v2",
     "trace_system": "trace_system/v1",
     "trace_user": "trace_user/v1",
+    # The judge: Cherry_LLM's evaluation prompt (evaluation/generation/eval.py) word for word, and a
+    # single-answer rating in the same words (AlpaGasus-style, on the pair protocol's 1-10 scale).
+    "judge_system": "judge_system/v1",
+    "judge_pair": "judge_pair/v1",
+    "judge_rating": "judge_rating/v1",
 }
 
 
@@ -38,14 +43,16 @@ def _template(name: str) -> Template:
     return _env().get_template(f"{name}.jinja")
 
 
-def render(name: str, **variables: Any) -> str:
+def render(name: str, *, verbatim: bool = False, **variables: Any) -> str:
     """The prompt text; a missing variable is an error, never an empty string.
 
     ``structured`` (default False) picks the reply format a reflection prompt asks for: a JSON
-    object (constrained replies) or bracket tags (free text).
+    object (constrained replies) or bracket tags (free text). ``verbatim`` keeps the text's edges
+    as the template writes them (the judge's reference prompt ends in a blank line).
     """
     variables.setdefault("structured", False)
-    return _template(name).render(**variables).strip()
+    text = _template(name).render(**variables)
+    return text if verbatim else text.strip()
 
 
 def version(name: str) -> str:

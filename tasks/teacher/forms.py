@@ -9,12 +9,16 @@ so that a reply is complete within ``max_tokens``:
 - the traces flow replies in the Reflection format itself: ``<thinking>`` text with one or two
   ``<reflection>`` blocks inside, ``</thinking>``, then ``<output>``; nothing outside but a line
   break between the two, and no ``<`` inside a text (texts hold their own line breaks; a comparison
-  is written in words).
+  is written in words);
+- a judge replies in the reference protocol's own form (``scores``): a first line of whole scores
+  from 1 to 10 separated by a space (two for a pair, one for a rating), then its explanation.
 
 Each form is written three ways: a Lark grammar with per-field token bounds (llguidance: the ``hf``
 engine's logits processor, vLLM's ``guidance`` structured outputs, ``vllm serve``), and a JSON
 schema with per-field length bounds for OpenAI-style ``response_format`` (whose servers bound only
-characters). The parsers still validate every reply: a form is never trusted blindly.
+characters). A judge's form is a line of text, which a JSON schema cannot hold: an OpenAI-style
+server without grammars gets the reference prompt alone, as the reference sent it. The parsers still
+validate every reply: a form is never trusted blindly.
 
 A field that reaches its token bound is ended there by llguidance whatever it holds (a cut, not a
 match of its pattern): a JSON field may end in half an escape, which ``loads_object`` drops, and a
@@ -65,10 +69,16 @@ class ReplyForm:
     """The shape a reply must take, with token bounds per field derived from ``max_tokens``."""
 
     name: str
-    kind: Literal["json", "trace"]
+    kind: Literal["json", "trace", "scores"]
     fields: tuple[FieldSpec, ...]
     max_tokens: int
     reflections: int = 2  # traces: the most <reflection> blocks
+    scores: int = 0  # judges: the scores on the first line
+
+    @property
+    def has_schema(self) -> bool:
+        """Whether a JSON schema can carry the form (not a judge's line of scores)."""
+        return self.kind != "scores"
 
     def fixed_tokens(self, count: Callable[[str], int] | None = None) -> int:
         """Tokens a reply spends outside its fields: counted with ``count`` (the engine's tokenizer),
@@ -110,6 +120,8 @@ class ReplyForm:
         if self.kind == "json":
             names = [f'"{f.name}": "' for f in self.fields]
             return ["{" + names[0], *(f'", {n}' for n in names[1:]), '"}']
+        if self.kind == "scores":
+            return ["10"] * self.scores + [" "] * (self.scores - 1) + ["\n"]
         reflection = ["<reflection>", "</reflection>"] * self.reflections
         return ["<thinking>", *reflection, "</thinking>", "\n", "<output>", "\n", "</output>"]
 
@@ -117,6 +129,8 @@ class ReplyForm:
         """The characters every reply of this form contains besides its fields (at most)."""
         if self.kind == "json":
             return "{" + ", ".join(f'"{f.name}": ""' for f in self.fields) + "}"
+        if self.kind == "scores":
+            return " ".join(["10"] * self.scores) + "\n"
         return (
             "<thinking>" + "<reflection></reflection>" * self.reflections + "</thinking>\n<output>\n</output>"
         )
@@ -129,6 +143,13 @@ class ReplyForm:
             parts = ' ", " '.join(f'"\\"{f.name}\\": \\"" {f.name} "\\""' for f in self.fields)
             rules = "\n".join(f"{f.name}[max_tokens={bounds[f.name]}]: {_JSON_TEXT}" for f in self.fields)
             return f'start: "{{" {parts} "}}"\n{rules}\n'
+        if self.kind == "scores":
+            scores = ' " " '.join(["score"] * self.scores)
+            return (
+                f'start: {scores} "\\n" explanation\n'
+                "score: /10|[1-9]/\n"
+                f"explanation[max_tokens={bounds['explanation']}]: /[^\\s](.|\\n)*/\n"
+            )
         return (
             'start: "<thinking>" thinking ("<reflection>" reflection "</reflection>" thinking)'
             f'{{1,{self.reflections}}} "</thinking>" gap "<output>" gap output "</output>"\n'
@@ -146,6 +167,8 @@ class ReplyForm:
         Traces become ``thinking``, a ``reflection`` on it, the thinking ``after`` it and the
         ``output``, rendered back into the Reflection format by ``trace_from_json``.
         """
+        if not self.has_schema:
+            raise ValueError(f"the {self.name} form is a line of scores, which a JSON schema cannot hold")
         bounds = self.field_tokens(count)
 
         def text(name: str, description: str) -> dict[str, Any]:
@@ -259,4 +282,13 @@ def form_note(form: ReplyForm) -> str | None:
     return (
         f"max_tokens {form.max_tokens} is too small for the {form.name} form (it needs at least "
         f"{form.min_tokens()}): those replies are free text, as with constrained: false"
+    )
+
+
+def judge_form(max_tokens: int, scores: int = 2) -> ReplyForm:
+    """A judge's reply: ``scores`` whole scores from 1 to 10 on the first line, then its explanation
+    (the reference protocol's form; ``scores=1`` is a single answer's rating)."""
+    name = "judge_pair" if scores == 2 else "judge_rating"
+    return ReplyForm(
+        name, "scores", (FieldSpec("explanation", 1.0, "why the scores"),), max_tokens, scores=scores
     )

@@ -14,10 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks.judge.protocol import parse_rating, parse_score_pair
 from tasks.teacher.forms import (
     fitting_form,
     form_note,
     instruction_form,
+    judge_form,
     loads_object,
     response_form,
     trace_form,
@@ -110,7 +112,25 @@ def test_the_trace_validator_accepts_what_its_grammar_admits(walker: Any, data: 
     assert 1 <= check.n_reflections <= 2 and check.output
 
 
-@pytest.mark.parametrize("make", [instruction_form, response_form, trace_form])
+@SETTINGS
+@given(data=st.data())
+def test_the_reference_parser_reads_every_pair_the_grammar_admits(walker: Any, data: st.DataObject) -> None:
+    text = walker(judge_form(64).lark(), data)
+    scores = parse_score_pair(text)
+    assert scores.ok, text
+    assert all(s in range(1, 11) for s in scores.values)
+    assert text.split("\n", 1)[1].strip()  # an explanation follows
+
+
+@SETTINGS
+@given(data=st.data())
+def test_the_rating_parser_reads_every_rating_the_grammar_admits(walker: Any, data: st.DataObject) -> None:
+    text = walker(judge_form(48, scores=1).lark(), data)
+    rating = parse_rating(text)
+    assert rating.ok and rating.values[0] in range(1, 11), text
+
+
+@pytest.mark.parametrize("make", [instruction_form, response_form, trace_form, judge_form])
 @pytest.mark.parametrize("max_tokens", [128, 320, 512, 4096])
 def test_field_bounds_and_fixed_text_fit_the_budget(make: Any, max_tokens: int) -> None:
     form = make(max_tokens)
