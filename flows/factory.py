@@ -126,36 +126,15 @@ class FlowRun:
 
     def run_shards(
         self,
-        jobs: Sequence[ShardJob],
+        jobs: Sequence[Any],
         stages: Sequence[str],
-        submit: Callable[[ShardJob, FactoryServices], list[PrefectFuture[ShardSummary]]],
+        submit: Callable[[Any, FactoryServices], list[PrefectFuture[ShardSummary]]],
     ) -> list[ShardSummary]:
-        """Submit every shard's chain of tasks (one per stage) on Ray replicas; return every summary.
-
-        A bar per stage counts finished shards. Replicas are released at the end unless persistent.
-        """
-        with self.stage("ray"):
-            connect(self.params.ray_address)
-        services = FactoryServices(self.store)
-        try:
-            with self.stage("shards"), stages_progress(stages, len(jobs)) as advance:
-                artifacts = StageProgress(self.flow, stages, len(jobs))
-                chains = [submit(job, services) for job in jobs]
-                stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
-                for done in as_completed([f for chain in chains for f in chain]):
-                    done.wait()  # its final state; ``state`` alone may ask the API, which lags
-                    if done.state.is_completed():
-                        advance(stage_of[id(done)])
-                        artifacts.advance(stage_of[id(done)])
-                artifacts.close()
-                # In stage order, so that a failure raises its own error, not a downstream "not run".
-                for i in range(len(stages)):
-                    for chain in chains:
-                        chain[i].result()
-                return [future.result() for chain in chains for future in chain]
-        finally:
-            self.occupancy = pools_occupancy()
-            close_pools()
+        """Every shard's chain of tasks on Ray replicas (``run_shard_chains``); every summary."""
+        summaries, self.occupancy = run_shard_chains(
+            self.flow, self.params.ray_address, self.store, jobs, stages, submit, self.seconds
+        )
+        return summaries
 
     def finish(
         self, summaries: Sequence[ShardSummary], ingest: Any, *, final: str, **extra: int
@@ -270,6 +249,46 @@ class FlowRun:
             "cost_json": json.dumps(cost),
             "shards_json": json.dumps(shards),
         }
+
+
+def run_shard_chains(
+    flow: str,
+    ray_address: str | None,
+    store: Store,
+    jobs: Sequence[Any],
+    stages: Sequence[str],
+    submit: Callable[[Any, FactoryServices], list[PrefectFuture[ShardSummary]]],
+    seconds: dict[str, float],
+) -> tuple[list[ShardSummary], dict[str, dict[str, float]]]:
+    """Submit every shard's chain of tasks (one per stage) on Ray replicas; every summary, and the
+    pools' occupancy per stage. ``seconds`` gets the wall time of joining Ray and of the shards.
+
+    A bar per stage counts finished shards. Replicas are released at the end unless persistent.
+    """
+    t0 = time.perf_counter()
+    connect(ray_address)
+    seconds["ray"] = time.perf_counter() - t0
+    services = FactoryServices(store)
+    t0 = time.perf_counter()
+    try:
+        with stages_progress(stages, len(jobs)) as advance:
+            artifacts = StageProgress(flow, stages, len(jobs))
+            chains = [submit(job, services) for job in jobs]
+            stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
+            for done in as_completed([f for chain in chains for f in chain]):
+                done.wait()  # its final state; ``state`` alone may ask the API, which lags
+                if done.state.is_completed():
+                    advance(stage_of[id(done)])
+                    artifacts.advance(stage_of[id(done)])
+            artifacts.close()
+            # In stage order, so that a failure raises its own error, not a downstream "not run".
+            for i in range(len(stages)):
+                for chain in chains:
+                    chain[i].result()
+            return [future.result() for chain in chains for future in chain], pools_occupancy()
+    finally:
+        seconds["shards"] = time.perf_counter() - t0
+        close_pools()
 
 
 def failures_by_cause(summaries: Sequence[ShardSummary]) -> dict[str, int]:

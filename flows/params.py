@@ -6,7 +6,9 @@ shared with the engine pools; the field descriptions are what the Prefect UI sho
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.hub_export import ExportParams
 from tasks.engine import ModelRole, Sampling
@@ -89,3 +91,93 @@ class TracesParams(RunParams):
 
     def reply_forms(self) -> tuple[ReplyForm, ...]:
         return (trace_form(self.sampling.max_tokens),)
+
+
+def _judge_sampling() -> Sampling:
+    from tasks.judge.protocol import JUDGE_SAMPLING
+
+    return JUDGE_SAMPLING
+
+
+class JudgeParams(BaseModel):
+    """A judge: its model, how it decodes (the reference's greedy 256 tokens), and its reply form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRole = Field(
+        default_factory=lambda: ModelRole(spec=DEFAULT_MODEL),
+        description="The judge model. The bundled 135M model gives noise: point this at a strong one, "
+        "e.g. openai:gpt-4o@https://api.openai.com/v1 or vllm:Qwen/Qwen2.5-72B-Instruct.",
+    )
+    sampling: Sampling = Field(
+        default_factory=_judge_sampling,
+        description="How the judge decodes: the reference used temperature 0 and 256 new tokens.",
+    )
+    constrained: bool = Field(
+        True,
+        description="Constrain the reply's first line to the scores where the engine has grammars "
+        "(hf, vllm, vllm serve); other servers get the reference prompt alone.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_alone(cls, data: Any) -> Any:
+        """``judge: openai:NAME@URL`` in a config file is the judge with its defaults."""
+        return {"model": data} if isinstance(data, str) else data
+
+
+class CompareParams(BaseModel):
+    """The papers' pairwise evaluation of two models' answers on the test sets, by a judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answers_a: str | None = Field(None, description="JSONL of A's answers (question and output per row).")
+    answers_b: str | None = Field(None, description="JSONL of B's answers, row by row with A's.")
+    model_a: ModelRole | None = Field(
+        None, description="Generate A's answers to the test sets with this model."
+    )
+    model_b: ModelRole | None = Field(
+        None, description="Generate B's answers to the test sets with this model."
+    )
+    test_sets: list[str] = Field(
+        default_factory=lambda: ["vicuna", "koala", "wizardlm", "sinstruct", "lima"],
+        description="The test sets whose questions generated answers are for.",
+    )
+    test_sets_dir: str | None = Field(
+        None, description="Folder of the test set files. Default: data/benchmarks of the checkout."
+    )
+    judge: JudgeParams = Field(default_factory=JudgeParams, description="The judge.")
+    answer_sampling: Sampling = Field(
+        default_factory=Sampling, description="How the models sample their answers to the test sets."
+    )
+    store: str = Field("./factory", description="Where results go: a local folder or s3://bucket/prefix.")
+    run_id: str | None = Field(None, description="Name the comparison to resume it.")
+    shard_size: int = Field(64, ge=1, description="Questions per shard: the unit of work, retry and commit.")
+    limit: int | None = Field(None, ge=1, description="Only the first N questions of each test set.")
+    ray_address: str | None = Field(None, description="As for the factory flows.")
+    offline: bool = Field(False, description="Never contact the Hugging Face Hub.")
+    plot: str | None = Field(
+        None, description="Where the plot goes. Default: comparison-RUN.png in the store."
+    )
+
+    @model_validator(mode="after")
+    def _one_source_per_side(self) -> CompareParams:
+        for side in ("a", "b"):
+            answers, model = getattr(self, f"answers_{side}"), getattr(self, f"model_{side}")
+            if (answers is None) == (model is None):
+                raise ValueError(f"side {side.upper()}: give either --answers-{side} or --model-{side}")
+        return self
+
+    def roles(self) -> list[tuple[str, ModelRole]]:
+        """Every model this comparison runs, by name."""
+        named = [("model A", self.model_a), ("model B", self.model_b), ("judge", self.judge.model)]
+        return [(name, role) for name, role in named if role is not None]
+
+    def form_notes(self) -> list[str]:
+        from tasks.judge.protocol import pair_form
+
+        if self.judge.constrained and pair_form(self.judge.sampling, True) is None:
+            return [
+                f"max_tokens {self.judge.sampling.max_tokens} is too small for the judge's form: free text"
+            ]
+        return []

@@ -6,7 +6,7 @@ Inside a flow the same mistakes surface as a task failure with Prefect's traceba
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flows.params import RunParams
@@ -17,6 +17,7 @@ from infra.models import resolve_model
 from storage.hub_export import resolve_token
 from storage.sources import SUFFIXES
 from storage.store import Store
+from tasks.engine import ModelRole
 
 LOCAL_RAY = (None, "", "local")
 
@@ -30,17 +31,29 @@ def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
     looks_local = source.suffix.lower() in SUFFIXES or params.input.startswith(("/", ".", "~"))
     if looks_local and not source.exists():
         raise FileNotFoundError(f"input {params.input!r} does not exist")
-    for name, role in (("teacher", params.teacher), ("student", params.student)):
-        check_options(role.spec, role.options)  # a typo in an option is an error now, not in a replica
+    check_roles([("teacher", params.teacher), ("student", params.student)], params.offline, note)
+    if params.export is not None and params.export.to_dir is None:
+        resolve_token()  # a push needs a token: say so before hours of generation, not after
+    check_store_and_ray(params.store, params.ray_address)
+
+
+def check_roles(
+    roles: Sequence[tuple[str, ModelRole]], offline: bool, note: Callable[[str], None] = print
+) -> None:
+    """Each model's options and files: a typo in an option is an error now, not in a replica."""
+    for name, role in roles:
+        check_options(role.spec, role.options)
         if message := engine_to_run(role.spec, role.options)[1]:
             note(f"{name}: {message}")
         spec = parse_spec(role.spec)
         if spec.kind in ("hf", "vllm"):
             # A missing local folder is an error now; a Hub id is downloaded here, once, with a
             # progress bar (or found in the cache), before any replica starts.
-            resolve_model(spec.model, offline=params.offline or None)
-    if params.ray_address not in LOCAL_RAY:
-        check_address(str(params.ray_address))
-    if params.export is not None and params.export.to_dir is None:
-        resolve_token()  # a push needs a token: say so before hours of generation, not after
-    Store(params.store, create=True)  # last, so that a failed check leaves nothing behind
+            resolve_model(spec.model, offline=offline or None)
+
+
+def check_store_and_ray(store: str, ray_address: str | None) -> None:
+    """The cluster's address, then the store (last, so that a failed check leaves nothing behind)."""
+    if ray_address not in LOCAL_RAY:
+        check_address(str(ray_address))
+    Store(store, create=True)

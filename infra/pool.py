@@ -32,6 +32,7 @@ from tasks.scoring.templates import PromptFormat
 from tasks.usage import current_stage, record_engine_time
 
 from .cluster import NAMESPACE
+from .engines.tokenizer import TextTokenizer
 from .occupancy import OccupancyMeter, merge_reports
 from .placement import Placement, plan_placement
 from .replica import SPARE_ACTOR_THREADS, EngineReplica
@@ -61,8 +62,6 @@ class EnginePool:
         and the first call waits for them: ``wait_ready``)."""
         import ray
 
-        from infra.engines import load_tokenizer
-
         self.role = role
         self.spec = role.spec
         self.names = [f"engine-{role.key()}-{i}" for i in range(role.replicas)]
@@ -78,8 +77,9 @@ class EnginePool:
             options = self._actor_options(i, name, placement_timeout_s)
             self.actors.append(remote.options(**options).remote(role.spec, role.options, role.merge_bound))
         self._ready_refs = [a.ready.remote() for a in self.actors]
-        # After the actors: they load their models meanwhile (the tokenizer alone takes seconds).
-        self.tokenizer = load_tokenizer(role.spec, role.options)
+        # The tokenizer loads when a scorer first asks for the prompt format: a generator behind an
+        # OpenAI-style API (a judge, a served teacher) may have no tokenizer to load.
+        self._tokenizer: TextTokenizer | None = None
         self._ready_lock = threading.Lock()
         self.replicas_ready: list[dict[str, Any]] = []
         self.pids: list[int] = []
@@ -186,6 +186,15 @@ class EnginePool:
     @property
     def prompt_format(self) -> PromptFormat:
         return self.tokenizer.prompt_format
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        with self._ready_lock:
+            if self._tokenizer is None:
+                from infra.engines import load_tokenizer
+
+                self._tokenizer = load_tokenizer(self.role.spec, self.role.options)
+            return self._tokenizer
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
         batches = _split(requests, self.role.batch_size)

@@ -24,7 +24,8 @@ def benchmark_name(path: Path) -> str:
     return stem
 
 
-def read_benchmark(path: str | Path) -> Benchmark:
+def read_records(path: str | Path) -> list[tuple[int, object]]:
+    """(line, record) pairs of a ``.jsonl`` file (its line numbers) or a ``.json`` list (positions from 1)."""
     path = Path(path)
     records: list[tuple[int, object]]
     if path.suffix == ".jsonl":
@@ -42,7 +43,13 @@ def read_benchmark(path: str | Path) -> Benchmark:
             raise ValueError(f"{path}: expected a JSON list of records")
         records = list(enumerate(doc, start=1))
     else:
-        raise ValueError(f"{path}: benchmark files are .jsonl or .json")
+        raise ValueError(f"{path}: expected a .jsonl or .json file")
+    return records
+
+
+def read_benchmark(path: str | Path) -> Benchmark:
+    path = Path(path)
+    records = read_records(path)
     items = []
     for line_no, record in records:
         texts = benchmark_texts(record) if isinstance(record, dict) else []

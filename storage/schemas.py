@@ -53,6 +53,26 @@ _TRACE = [
     *_ACCOUNTING,
 ]
 
+# A pairwise verdict by the reference protocol: A against B, both orders, A's outcome.
+_VERDICT = [
+    ("judge", pa.string()),
+    ("judge_prompt_version", pa.string()),
+    ("question", pa.string()),
+    ("answer_a", pa.string()),
+    ("answer_b", pa.string()),
+    ("reply_a_first", pa.string()),
+    ("reply_b_first", pa.string()),
+    ("a_first_score_a", pa.float64()),
+    ("a_first_score_b", pa.float64()),
+    ("b_first_score_a", pa.float64()),
+    ("b_first_score_b", pa.float64()),
+    ("outcome", pa.string()),  # win | tie | loss | failed (A's)
+    ("failure", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("latency_s", pa.float64()),
+]
+
 SCHEMAS: dict[str, pa.Schema] = {
     "runs": pa.schema(
         [
@@ -152,10 +172,55 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("reason", pa.string()),
         ]
     ),
+    # ``reflectory compare``: each model's answers to the test sets (when generated), and the verdicts.
+    "compare_answers": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),  # test_set/index
+            ("shard", pa.int64()),
+            ("test_set", pa.string()),
+            ("side", pa.string()),  # a | b
+            ("model", pa.string()),
+            ("question", pa.string()),
+            ("answer", pa.string()),
+            ("status", pa.string()),  # ok, or the request's failure (prompt_too_long: ...)
+            *_ACCOUNTING,
+            ("sampling_json", pa.string()),
+        ]
+    ),
+    "comparisons": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            ("test_set", pa.string()),
+            ("source_a", pa.string()),  # where the answers came from: a file or a model spec
+            ("source_b", pa.string()),
+            *_VERDICT,
+        ]
+    ),
+    # The recycle flow's optional judge: the reflected response (A) against the original one (B) to
+    # the same instruction, and the kept variant's rating from 1 to 10.
+    "judgements": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source_id", pa.string()),
+            ("shard", pa.int64()),
+            *_VERDICT,
+            ("kept_variant", pa.string()),
+            ("rating", pa.float64()),
+            ("rating_reply", pa.string()),
+            ("rating_failure", pa.string()),
+            ("rating_prompt_version", pa.string()),
+        ]
+    ),
 }
 
 # Tables written one shard at a time: each row names its shard (``run/stage/table/shard``), last.
-SHARD_TABLES = ("reflections", "scores", "selected", "trace_replies", "traces")
+SHARD_TABLES = (
+    "reflections", "scores", "selected", "trace_replies", "traces", "compare_answers", "comparisons",
+    "judgements",
+)  # fmt: skip
 for _name in SHARD_TABLES:
     SCHEMAS[_name] = SCHEMAS[_name].append(pa.field("shard_key", pa.string()))
 

@@ -115,7 +115,12 @@ SCORE = Stage("scores", "score", "variant", "student")
 SELECT = Stage("selected", "select", "reason")
 GENERATE = Stage("trace_replies", "generate", "invalid_reason", "teacher")
 TRACE = Stage("traces", "trace", "reason", "student")
-STAGES = {s.name: s for s in (INSTRUCTION, RESPONSE, SCORE, SELECT, GENERATE, TRACE)}
+ANSWER = Stage("compare_answers", "answer", "status", "model")
+COMPARE = Stage("comparisons", "compare", "outcome", "judge")
+JUDGE = Stage("judgements", "judge", "outcome", "judge")
+STAGES = {s.name: s for s in (INSTRUCTION, RESPONSE, SCORE, SELECT, GENERATE, TRACE, ANSWER, COMPARE, JUDGE)}
+# The roles whose rows carry the tokens their own model wrote (a student's rows carry none of its own).
+WRITERS = ("teacher", "model", "judge")
 FLAGS = ("kept", "valid", "verified")
 
 
@@ -133,7 +138,7 @@ def summarize(
     """Counts, flags and the teacher's tokens of a shard's rows (pure). Tokens count only where the
     stage's own model wrote them: a trace row carries its teacher reply's tokens, not the student's."""
     present = rows[0].keys() if rows else ()
-    own_tokens = stage.role == "teacher"
+    own_tokens = stage.role in WRITERS
     return ShardSummary(
         stage=stage.name,
         shard=shard,
@@ -150,8 +155,17 @@ def summarize(
     )
 
 
+class Shard(Protocol):
+    """What committing a shard needs of its job: the run and the shard's number."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def shard(self) -> int: ...
+
+
 def run_stage(
-    job: ShardJob, services: Services, stage: Stage, compute: Callable[[ShardStore], Rows]
+    job: Shard, services: Services, stage: Stage, compute: Callable[[ShardStore], Rows]
 ) -> ShardSummary:
     """The committed shard's summary, or compute, commit once and summarise."""
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ def main() -> None:
 
 def _register() -> None:
     from flows.cli import export, serve, store
+    from flows.cli.compare import compare_command
     from flows.cli.reflect import reflect_command
     from flows.cli.report import report_command
     from flows.cli.run import run_app
@@ -26,6 +27,7 @@ def _register() -> None:
     app.command("reflect")(reflect_command)
     app.command("report")(report_command)
     app.command("view")(view_command)
+    app.command("compare")(compare_command)
     app.add_typer(run_app, name="run")
     store.register(app)
     export.register(app)

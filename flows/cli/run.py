@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -226,6 +226,11 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
 
 
 def warm_up(params: Any) -> None:
+    """Start Prefect's API, Ray and the teacher's and student's replicas before the flow."""
+    start_services(params.ray_address, params.offline, [params.teacher, params.student])
+
+
+def start_services(ray_address: str | None, offline: bool, roles: Sequence[Any]) -> None:
     """Start Prefect's API, Ray and the model replicas at once, before the flow: on a small machine
     each takes seconds, and the flow then finds all three running in this process. Ray must start
     in the main thread, so Prefect's API starts in another (``flows.prefect_api``: the configured
@@ -237,7 +242,7 @@ def warm_up(params: Any) -> None:
     from infra.models import go_offline
     from infra.pool import start_pool
 
-    if params.offline:
+    if offline:
         go_offline()  # before Ray starts
     failed: list[BaseException] = []
 
@@ -249,9 +254,9 @@ def warm_up(params: Any) -> None:
 
     prefect = threading.Thread(target=start_api, name="prefect-api-start", daemon=True)
     prefect.start()
-    connect(params.ray_address)
+    connect(ray_address)
     err.print(f"[dim]{where()}[/]")
-    for role in (params.teacher, params.student):
+    for role in roles:
         start_pool(role)
     prefect.join()
     if failed:

@@ -222,6 +222,42 @@ TITLES = {
 }
 
 
+WIN, TIE, LOSS = "#2a7f62", "#b9b9b9", "#c0504d"
+
+
+def verdicts(tallies: dict[str, dict[str, Any]], title: str, a: str = "A", b: str = "B") -> bytes:
+    """The papers' figure: per test set (and in total), A's wins, ties and losses against B as
+    stacked bars, with the winning score; failed items are left out and counted in the label."""
+    fig, (ax,) = _figure()
+    names = list(tallies)
+    if not names or not any(t["wins"] + t["ties"] + t["losses"] for t in tallies.values()):
+        _empty(ax, "judged items")
+        return _png(fig)
+    left = [0] * len(names)
+    for key, label, color in (
+        ("wins", f"{a} wins", WIN),
+        ("ties", "tie", TIE),
+        ("losses", f"{b} wins", LOSS),
+    ):
+        values = [tallies[n][key] for n in names]
+        ax.barh(names, values, left=left, color=color, label=label)
+        for i, v in enumerate(values):
+            if v:
+                ax.text(left[i] + v / 2, i, str(v), ha="center", va="center", fontsize=8)
+        left = [x + v for x, v in zip(left, values, strict=True)]
+    for i, n in enumerate(names):
+        t = tallies[n]
+        score = "n/a" if t["winning_score"] is None else f"{t['winning_score']:.3f}"
+        failed = f", {t['failed']} failed" if t["failed"] else ""
+        ax.text(left[i], i, f"  {score}{failed}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(left) * 1.35)
+    ax.set_xlabel("items (winning score at the end of each bar)")
+    ax.set_title(title, fontsize=10, pad=22)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    return _png(fig)
+
+
 def draw_all(data: dict[str, Any]) -> dict[str, bytes]:
     """Every plot of the run's flow, by name, as PNG bytes."""
     return {name: fn(data) for name, fn in PLOTS[data["run"]["flow"]].items()}

@@ -130,3 +130,41 @@ def rate_answers(
             }
         )
     return rows
+
+
+def answer_questions(
+    items: Sequence[AnswerItem], model: Generator, sampling: Sampling, side: str
+) -> list[dict[str, Any]]:
+    """A model's answers to test-set questions (free text, the model's own chat template), each row
+    with its status: ``ok``, or the request's failure (``prompt_too_long: ...``)."""
+    replies = _generate(model, [ChatRequest.user(it.question) for it in items], sampling)
+    return [
+        {
+            "source_id": it.id,
+            "side": side,
+            "model": model.spec,
+            "question": it.question,
+            "answer": reply.text,
+            "status": reply.error or ("ok" if reply.text.strip() else "empty"),
+            "finish_reason": reply.finish_reason,
+            **_accounting(reply),
+        }
+        for it, reply in zip(items, replies, strict=True)
+    ]
+
+
+def failed_pair(item: PairItem, judge: str, version: str, failure: str) -> dict[str, Any]:
+    """The row of an item that could not be judged (an answer missing): failed, with its reason."""
+    return {
+        "source_id": item.id,
+        "question": item.question,
+        "answer_a": item.answer_a,
+        "answer_b": item.answer_b,
+        "judge": judge,
+        "judge_prompt_version": version,
+        "outcome": "failed",
+        "failure": failure,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_s": 0.0,
+    }

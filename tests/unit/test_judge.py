@@ -20,6 +20,7 @@ from tasks.judge.protocol import (
 )
 from tasks.judge.stages import AnswerItem, PairItem, judge_pairs, rate_answers
 from tasks.judge.verdict import Tally, outcome
+from tests.judge_reference import reference_outcome, reference_parse
 
 # The reference's prompt (Cherry_LLM evaluation/generation/eval.py, gen_prompt), as published.
 REF_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -38,28 +39,6 @@ REF_CRITERIA = (
     "potential bias and ensuring that the order in which the responses were presented does not affect "
     "your judgment."
 )
-
-
-def reference_parse(review: str) -> list[float]:
-    """The reference's parse_score, transcribed: [-1, -1] when the first line is no score pair."""
-    try:
-        sp = review.split("\n")[0].replace(",", " ").split(" ")
-        if len(sp) == 2:
-            return [float(sp[0]), float(sp[1])]
-        raise ValueError("Invalid score pair.")
-    except ValueError:
-        return [-1, -1]
-
-
-def reference_outcome(a_first: Sequence[float], b_first: Sequence[float]) -> str:
-    """The reference rule written case by case, as the papers state it."""
-    s1 = (a_first[0] > a_first[1]) - (a_first[0] < a_first[1])  # A vs B, A shown first
-    s2 = (b_first[1] > b_first[0]) - (b_first[1] < b_first[0])  # A vs B, B shown first
-    if (s1, s2) in {(1, 1), (1, 0), (0, 1)}:
-        return "win"
-    if (s1, s2) in {(-1, -1), (-1, 0), (0, -1)}:
-        return "loss"
-    return "tie"
 
 
 def test_the_pair_prompt_is_the_reference_prompt_word_for_word() -> None:
