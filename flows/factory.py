@@ -28,8 +28,9 @@ from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import close_pools, get_pool, pools_occupancy
 from storage.hub_export import run_export
-from storage.report.data import collect, sql_literal
+from storage.report.data import collect, judge_numbers, sql_literal
 from storage.report.page import write_report
+from storage.sql import connect as connect_sql
 from storage.store import Store
 from tasks.cost import Prices, StageUsage, cost_report
 from tasks.engine import REQUEST_FAILURES, Engine, ModelRole, failure_cause
@@ -111,6 +112,7 @@ class FlowRun:
     def jobs(self, items: Sequence[tuple[str, str, str, str]]) -> list[ShardJob]:
         """Cut the items into shards of ``shard_size``: the unit of work, retry and commit."""
         p = self.params
+        judge = getattr(p, "judge", None)  # recycle's optional judge stage
         return [
             ShardJob(
                 run_id=self.run_id,
@@ -120,6 +122,9 @@ class FlowRun:
                 student=p.student,
                 sampling=p.sampling,
                 constrained=p.constrained,
+                judge=judge.model if judge else None,
+                judge_sampling=judge.sampling if judge else None,
+                judge_constrained=judge.constrained if judge else True,
             )
             for n, start in enumerate(range(0, len(items), p.shard_size))
         ]
@@ -159,6 +164,8 @@ class FlowRun:
             "occupancy": self.occupancy,
             "ingest": ingest.__dict__,
         }
+        if any(s.stage == "judge" for s in summaries):
+            summary["judge"] = judge_numbers(connect_sql(self.store), self.run_id)
         usage = _usage(summaries)
         cost = cost_report(usage, self._prices(), summary["kept"])
         summary["cost"] = {k: cost[k] for k in ("total", "per_kept_pair", "device_hours", "currency")}

@@ -17,6 +17,39 @@ from tasks.teacher.forms import ReplyForm, form_note, instruction_form, response
 DEFAULT_MODEL = "vllm:smollm2"  # the hf engine runs it where vLLM is not installed
 
 
+def _judge_sampling() -> Sampling:
+    from tasks.judge.protocol import JUDGE_SAMPLING
+
+    return JUDGE_SAMPLING
+
+
+class JudgeParams(BaseModel):
+    """A judge: its model, how it decodes (the reference's greedy 256 tokens), and its reply form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRole = Field(
+        default_factory=lambda: ModelRole(spec=DEFAULT_MODEL),
+        description="The judge model. The bundled 135M model gives noise: point this at a strong one, "
+        "e.g. openai:gpt-4o@https://api.openai.com/v1 or vllm:Qwen/Qwen2.5-72B-Instruct.",
+    )
+    sampling: Sampling = Field(
+        default_factory=_judge_sampling,
+        description="How the judge decodes: the reference used temperature 0 and 256 new tokens.",
+    )
+    constrained: bool = Field(
+        True,
+        description="Constrain the reply's first line to the scores where the engine has grammars "
+        "(hf, vllm, vllm serve); other servers get the reference prompt alone.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_alone(cls, data: Any) -> Any:
+        """``judge: openai:NAME@URL`` in a config file is the judge with its defaults."""
+        return {"model": data} if isinstance(data, str) else data
+
+
 class RunParams(BaseModel):
     """What every factory flow takes."""
 
@@ -83,7 +116,14 @@ class RunParams(BaseModel):
 
 
 class RecycleParams(RunParams):
-    """Selective Reflection-Tuning: reflect, score the four variants, select."""
+    """Selective Reflection-Tuning: reflect, score the four variants, select; optionally judge."""
+
+    judge: JudgeParams | None = Field(
+        None,
+        description="Optional last stage: a judge compares each pair's reflected response with its "
+        "original in both orders (the reference protocol) and rates each kept pair from 1 to 10. "
+        "Off when empty.",
+    )
 
 
 class TracesParams(RunParams):
@@ -91,39 +131,6 @@ class TracesParams(RunParams):
 
     def reply_forms(self) -> tuple[ReplyForm, ...]:
         return (trace_form(self.sampling.max_tokens),)
-
-
-def _judge_sampling() -> Sampling:
-    from tasks.judge.protocol import JUDGE_SAMPLING
-
-    return JUDGE_SAMPLING
-
-
-class JudgeParams(BaseModel):
-    """A judge: its model, how it decodes (the reference's greedy 256 tokens), and its reply form."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: ModelRole = Field(
-        default_factory=lambda: ModelRole(spec=DEFAULT_MODEL),
-        description="The judge model. The bundled 135M model gives noise: point this at a strong one, "
-        "e.g. openai:gpt-4o@https://api.openai.com/v1 or vllm:Qwen/Qwen2.5-72B-Instruct.",
-    )
-    sampling: Sampling = Field(
-        default_factory=_judge_sampling,
-        description="How the judge decodes: the reference used temperature 0 and 256 new tokens.",
-    )
-    constrained: bool = Field(
-        True,
-        description="Constrain the reply's first line to the scores where the engine has grammars "
-        "(hf, vllm, vllm serve); other servers get the reference prompt alone.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _spec_alone(cls, data: Any) -> Any:
-        """``judge: openai:NAME@URL`` in a config file is the judge with its defaults."""
-        return {"model": data} if isinstance(data, str) else data
 
 
 class CompareParams(BaseModel):

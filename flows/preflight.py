@@ -31,7 +31,10 @@ def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
     looks_local = source.suffix.lower() in SUFFIXES or params.input.startswith(("/", ".", "~"))
     if looks_local and not source.exists():
         raise FileNotFoundError(f"input {params.input!r} does not exist")
-    check_roles([("teacher", params.teacher), ("student", params.student)], params.offline, note)
+    roles = [("teacher", params.teacher), ("student", params.student)]
+    if judge := getattr(params, "judge", None):
+        roles.append(("judge", judge.model))
+    check_roles(roles, params.offline, note)
     if params.export is not None and params.export.to_dir is None:
         resolve_token()  # a push needs a token: say so before hours of generation, not after
     check_store_and_ray(params.store, params.ray_address)

@@ -1,4 +1,4 @@
-"""The ``recycle`` flow: ingest -> reflect instructions -> reflect responses -> score -> select.
+"""The ``recycle`` flow: ingest -> reflect instructions -> reflect responses -> score -> select [-> judge].
 
 One Prefect task per (stage, shard); shards run concurrently, their engine calls balanced over the
 Ray replicas of each model. A rerun with the same ``run_id`` recomputes only shards that did not
@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture
 from flows.factory import FactoryServices, FlowRun
 from flows.params import RecycleParams
 from storage.ingest import ingest_to_store
+from tasks.judge_shards import judge_task
 from tasks.shards import (
     ShardJob,
     ShardSummary,
@@ -25,6 +26,7 @@ from tasks.shards import (
 )
 
 STAGES = ("reflect instructions", "reflect responses", "score variants", "select")
+JUDGE_STAGE = "judge"
 
 
 def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[ShardSummary]]:
@@ -32,7 +34,16 @@ def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[Shard
     ins = reflect_instructions_task.submit(job, services)
     resp = reflect_responses_task.submit(job, services, wait_for=[ins], return_state=False)
     scored = score_task.submit(job, services, wait_for=[ins, resp], return_state=False)
-    return [ins, resp, scored, select_task.submit(job, services, wait_for=[scored], return_state=False)]
+    chosen = select_task.submit(job, services, wait_for=[scored], return_state=False)
+    if job.judge is None:
+        return [ins, resp, scored, chosen]
+    return [
+        ins,
+        resp,
+        scored,
+        chosen,
+        judge_task.submit(job, services, wait_for=[chosen], return_state=False),
+    ]
 
 
 @flow(name="recycle", persist_result=True, log_prints=True)
@@ -45,5 +56,6 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     run.announce("pairs", len(pairs), counts.rejects)
 
     jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
-    summaries = run.run_shards(jobs, STAGES, _chain)
+    stages = (*STAGES, JUDGE_STAGE) if params.judge else STAGES
+    summaries = run.run_shards(jobs, stages, _chain)
     return run.finish(summaries, counts, final="select", pairs=len(pairs))

@@ -15,8 +15,22 @@ from prefect import task
 
 from tasks.engine import ModelRole, Sampling
 from tasks.judge.protocol import PAIR_PROMPT, pair_form, prompt_version
+from tasks.judge.recycle import judgements
 from tasks.judge.stages import AnswerItem, PairItem, answer_questions, failed_pair, judge_pairs
-from tasks.shards import ANSWER, COMPARE, TASK_OPTIONS, Rows, Services, ShardStore, ShardSummary, run_stage
+from tasks.shards import (
+    ANSWER,
+    COMPARE,
+    JUDGE,
+    RESPONSE,
+    SELECT,
+    TASK_OPTIONS,
+    Rows,
+    Services,
+    ShardJob,
+    ShardStore,
+    ShardSummary,
+    run_stage,
+)
 from tasks.teacher.stages import sampling_json
 
 
@@ -103,3 +117,32 @@ def compare_task(job: CompareJob, services: Services) -> ShardSummary:
         ]
 
     return run_stage(job, services, COMPARE, compute)
+
+
+@task(name="judge", **TASK_OPTIONS)
+def judge_task(job: ShardJob, services: Services) -> ShardSummary:
+    """The reflected response against the original (both orders) and the kept variant's rating."""
+
+    def compute(store: ShardStore) -> Rows:
+        if job.judge is None or job.judge_sampling is None:
+            raise RuntimeError("the judge stage runs only with a judge")
+        response = store.read_shard(RESPONSE.table, job.run_id, RESPONSE.name, job.shard)
+        selected = store.read_shard(SELECT.table, job.run_id, SELECT.name, job.shard)
+        if response is None or selected is None:
+            raise RuntimeError(f"shard {job.shard} of stage 'response' or 'select' is not in the store")
+        reflected = {
+            r["source_id"]: r["better_answer"]
+            for r in response
+            if r["stage"] == "response_original" and r["parse_status"] == "ok"
+        }
+        kept = {r["source_id"]: r for r in selected if r["kept"]}
+        return judgements(
+            job.seeds(),
+            reflected,
+            kept,
+            services.engine(job.judge),
+            job.judge_sampling,
+            constrained=job.judge_constrained,
+        )
+
+    return run_stage(job, services, JUDGE, compute)

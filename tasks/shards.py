@@ -71,6 +71,9 @@ class ShardJob:
     sampling: Sampling
     constrained: bool = True
     prompt_versions: dict[str, str] = field(default_factory=lambda: dict(PROMPT_VERSIONS))
+    judge: ModelRole | None = None  # the recycle flow's optional judge stage
+    judge_sampling: Sampling | None = None
+    judge_constrained: bool = True
 
     def seeds(self) -> list[SimplePair]:
         return [SimplePair(*p) for p in self.pairs]

@@ -52,6 +52,12 @@ def merge_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
             model["prices"] = {**(model.get("prices") or {}), **prices}
         if model:
             out[role] = model
+    if (judge := flags.pop("judge", None)) is not None:  # the spec; the file may hold the rest
+        cfg = out.get("judge") or {}
+        cfg = {"model": cfg} if isinstance(cfg, str) else dict(cfg)
+        model = cfg.get("model") or {}
+        cfg["model"] = {**({"spec": model} if isinstance(model, str) else model), "spec": judge}
+        out["judge"] = cfg
     sampling = dict(out.get("sampling") or {})
     for key in ("max_tokens", "temperature", "repetition_penalty"):
         if (value := flags.pop(key, None)) is not None:
@@ -126,6 +132,10 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 "--free-text/--constrained", help="free-text teacher replies instead of constrained forms"
             ),
         ] = None,
+        judge: Annotated[
+            str | None,
+            typer.Option(help="recycle: a judge's engine spec adds the judge stage (off by default)"),
+        ] = None,
         ray_address: Annotated[
             str | None,
             typer.Option(
@@ -161,7 +171,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 "run_id": run_id, "shard_size": shard_size, "limit": limit, "max_tokens": max_tokens,
                 "temperature": temperature, "repetition_penalty": repetition_penalty,
                 "constrained": None if free_text is None else not free_text,
-                "ray_address": ray_address, "offline": offline,
+                "ray_address": ray_address, "offline": offline, "judge": judge,
             }  # fmt: skip
             merged = merge_flags(base, flags)
         except (ValueError, EngineError) as exc:
@@ -227,7 +237,9 @@ def run_flow(name: str, params: Any) -> dict[str, Any]:
 
 def warm_up(params: Any) -> None:
     """Start Prefect's API, Ray and the teacher's and student's replicas before the flow."""
-    start_services(params.ray_address, params.offline, [params.teacher, params.student])
+    judge = getattr(params, "judge", None)  # recycle's optional judge stage
+    roles = [params.teacher, params.student, *([judge.model] if judge else [])]
+    start_services(params.ray_address, params.offline, roles)
 
 
 def start_services(ray_address: str | None, offline: bool, roles: Sequence[Any]) -> None:
@@ -294,6 +306,17 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
             f"occupancy {stage}",
             f"{occ['occupancy']:.2f} (idle {occ['idle_seconds']:.1f} s while work waited)",
         )
+    if judged := summary.get("judge"):
+        score = "n/a" if judged["winning_score"] is None else f"{judged['winning_score']:.3f}"
+        table.add_row(
+            "judge: reflected vs original",
+            f"{judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses, "
+            f"{judged['failed']} failed (winning score {score})",
+        )
+        if judged["mean_rating"] is not None:
+            table.add_row(
+                "judge: kept pairs' rating", f"{judged['mean_rating']:.2f} / 10 over {judged['rated']}"
+            )
     nodes = summary.get("nodes") or {}
     if len(nodes) > 1:  # on a cluster: where the shards ran
         for node, n in sorted(nodes.items()):

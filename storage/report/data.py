@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.judge.recycle import rating_histogram
+from tasks.judge.verdict import Tally
+
 MAX_POINTS = 20_000
 
 
@@ -67,6 +70,26 @@ def traces_queries(run: str) -> dict[str, str]:
     }
 
 
+def judge_numbers(session: Any, run_id: str) -> dict[str, Any] | None:
+    """The judge stage's verdicts (the reflected response against the original: A's wins, ties,
+    losses, failed, winning score) and the kept pairs' ratings; None when the run was not judged."""
+    run = sql_literal(run_id)
+    outcomes = session.sql(f"SELECT outcome FROM judgements WHERE run_id = {run}").fetchall()
+    if not outcomes:
+        return None
+    ratings = [
+        r
+        for (r,) in session.sql(f"SELECT rating FROM judgements WHERE run_id = {run}").fetchall()
+        if r is not None
+    ]
+    return {
+        **Tally.of(o for (o,) in outcomes).as_dict(),
+        "rated": len(ratings),
+        "mean_rating": sum(ratings) / len(ratings) if ratings else None,
+        "ratings": rating_histogram(ratings),
+    }
+
+
 def run_query(run: str) -> str:
     return f"SELECT * FROM runs WHERE run_id = {run} ORDER BY ended_at DESC LIMIT 1"
 
@@ -99,6 +122,7 @@ def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> d
     for name, query in queries.items():
         data[name] = _records(session, query)
     data["sampled"] = _sample(data.get("distributions", []))
+    data["judge"] = judge_numbers(session, run_id) if flow == "recycle" else None
     return data
 
 

@@ -219,6 +219,7 @@ TITLES = {
     "stages": "Tokens, seconds and cost per stage",
     "throughput": "Shard throughput",
     "funnel": "Valid, verified and kept traces",
+    "judge": "The judge: reflected against original responses, and ratings of kept pairs",
 }
 
 
@@ -229,10 +230,34 @@ def verdicts(tallies: dict[str, dict[str, Any]], title: str, a: str = "A", b: st
     """The papers' figure: per test set (and in total), A's wins, ties and losses against B as
     stacked bars, with the winning score; failed items are left out and counted in the label."""
     fig, (ax,) = _figure()
+    _verdict_bars(ax, tallies, a, b)
+    ax.set_title(title, fontsize=10, pad=22)
+    return _png(fig)
+
+
+def judge(data: dict[str, Any]) -> bytes:
+    """The judge stage: the reflected response against the original, and the kept pairs' ratings."""
+    numbers = data.get("judge") or {}
+    fig, (left, right) = _figure(2)
+    _verdict_bars(left, {"pairs": numbers} if numbers else {}, "reflected", "original")
+    left.set_title("reflected vs original response", fontsize=9, pad=22)
+    histogram = numbers.get("ratings") or {}
+    if not any(histogram.values()):
+        _empty(right, "ratings")
+    else:
+        right.bar([int(k) for k in histogram], list(histogram.values()), color=KEPT)
+        right.set_xticks(range(1, 11))
+        right.set_xlabel("rating of the kept variant (1-10)")
+        right.set_ylabel("kept pairs")
+        right.set_title(f"ratings (mean {numbers['mean_rating']:.2f})", fontsize=9)
+    return _png(fig)
+
+
+def _verdict_bars(ax: Any, tallies: dict[str, dict[str, Any]], a: str, b: str) -> None:
     names = list(tallies)
     if not names or not any(t["wins"] + t["ties"] + t["losses"] for t in tallies.values()):
         _empty(ax, "judged items")
-        return _png(fig)
+        return
     left = [0] * len(names)
     for key, label, color in (
         ("wins", f"{a} wins", WIN),
@@ -253,11 +278,12 @@ def verdicts(tallies: dict[str, dict[str, Any]], title: str, a: str = "A", b: st
     ax.invert_yaxis()
     ax.set_xlim(0, max(left) * 1.35)
     ax.set_xlabel("items (winning score at the end of each bar)")
-    ax.set_title(title, fontsize=10, pad=22)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
-    return _png(fig)
 
 
 def draw_all(data: dict[str, Any]) -> dict[str, bytes]:
     """Every plot of the run's flow, by name, as PNG bytes."""
-    return {name: fn(data) for name, fn in PLOTS[data["run"]["flow"]].items()}
+    out = {name: fn(data) for name, fn in PLOTS[data["run"]["flow"]].items()}
+    if data.get("judge"):
+        out["judge"] = judge(data)
+    return out

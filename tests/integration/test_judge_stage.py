@@ -1,0 +1,104 @@
+"""The recycle flow's optional judge stage end to end, and its resume after a kill.
+
+The tiny model plays teacher, student and judge (its verdicts are noise; the wiring is what is
+checked): every pair gets one ``judgements`` row, each kept pair a rating, the summary and the report
+show the verdicts, and a run killed right after the second judged shard and rerun with its id ends
+with the same judgements as an uninterrupted run, without judging the committed shards again.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.store import Store
+from tests.integration.test_recycle_flow import env, write_input
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+COLUMNS = "source_id, outcome, a_first_score_a, a_first_score_b, b_first_score_a, b_first_score_b, " \
+    "kept_variant, rating, reply_a_first, rating_reply, judge_prompt_version"  # fmt: skip
+
+
+def args(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
+    return ["run", "recycle", "-i", str(inp), "-s", str(store), "--teacher", f"hf:{model}",
+            "--student", f"hf:{model}", "--judge", f"hf:{model}", "--run-id", run_id, "--shard-size", "1",
+            "--max-tokens", "96", "--ray-address", "local"]  # fmt: skip
+
+
+def judgements(store: Path, run_id: str) -> list[tuple[Any, ...]]:
+    return (
+        Store(str(store))
+        .sql(f"SELECT {COLUMNS} FROM judgements WHERE run_id = '{run_id}' ORDER BY source_id")
+        .fetchall()
+    )
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> tuple[Path, Path, Path, str]:
+    tmp = tmp_path_factory.mktemp("judge")
+    inp = write_input(tmp / "in.jsonl")
+    store = tmp / "factory"
+    out = subprocess.run([sys.executable, "-m", "flows.cli", *args(inp, store, tiny_model_path, "clean")],
+                         env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return tmp, inp, store, out.stdout
+
+
+def test_every_pair_is_judged_and_every_kept_pair_rated(clean: tuple[Path, Path, Path, str]) -> None:
+    _, _, store, stdout = clean
+    st = Store(str(store))
+    rows = st.sql("SELECT * FROM judgements WHERE run_id = 'clean'").to_arrow_table().to_pylist()
+    kept = dict(st.sql("SELECT source_id, variant FROM selected WHERE run_id = 'clean' AND kept").fetchall())
+    assert len(rows) == 6 == len({r["source_id"] for r in rows})
+    assert kept, "the tiny model keeps some pairs with these inputs"
+    for r in rows:
+        assert r["outcome"] in {"win", "tie", "loss", "failed"}
+        assert r["judge"].startswith("hf:") and r["judge_prompt_version"] == "judge_pair/v1+grammar"
+        assert (r["outcome"] == "failed") == (r["failure"] is not None)
+        if r["source_id"] in kept:
+            assert r["kept_variant"] == kept[r["source_id"]]
+            assert (r["rating"] is None) != (r["rating_failure"] is None)
+            assert r["rating"] is None or 1 <= r["rating"] <= 10
+        else:
+            assert r["kept_variant"] is None and r["rating_reply"] is None
+    assert "judge: reflected vs original" in stdout
+    [(counts,)] = st.sql("SELECT counts_json FROM runs WHERE run_id = 'clean'").fetchall()
+    judged = json.loads(counts)["judge"]
+    assert judged["wins"] + judged["ties"] + judged["losses"] + judged["failed"] == 6
+    page = (store / "reports" / "report-clean.html").read_text()
+    assert "The judge: reflected against original responses" in page
+
+
+def test_a_run_killed_while_judging_resumes_to_the_same_judgements(
+    clean: tuple[Path, Path, Path, str], tiny_model_path: Path
+) -> None:
+    tmp, inp, store, _ = clean
+    point = ["kill-after-commits", "judgements", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.crash_points",
+        *point,
+        "--",
+        *args(inp, store, tiny_model_path, "crashy"),
+    ]
+    killed = subprocess.run(cmd, env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            start_new_session=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    crashed = killed.stderr
+    assert "crash point: 2 shards of judgements committed" in crashed
+    assert len(judgements(store, "crashy")) == 2
+    out = subprocess.run([sys.executable, "-m", "flows.cli", *args(inp, store, tiny_model_path, "crashy")],
+                         env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert judgements(store, "crashy") == judgements(store, "clean")
+    [(counts,)] = Store(str(store)).sql("SELECT counts_json FROM runs WHERE run_id = 'crashy'").fetchall()
+    assert json.loads(counts)["resumed_shards"] == 6  # every select shard was committed before the kill
