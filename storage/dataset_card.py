@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from tasks.curate.pipeline import CurationResult
 from tasks.curate.stats import QUANTILES, ScoreSummary, size_category
+from tasks.judge.verdict import Tally
 
 SECTION = re.compile(
     r"<!-- reflectory:config (?P<name>\S+) -->\n(?P<text>.*?)\n<!-- /reflectory:config (?P=name) -->",
@@ -76,6 +77,28 @@ class SectionContext:
     versions: dict[str, str]
     system_prompt_version: str | None = None
     plots: list[dict[str, str]] = field(default_factory=list)  # title, path in the repo
+    judge: dict[str, Any] | None = None  # judge_summary of the exported rows
+
+
+def judge_summary(table: Any) -> dict[str, Any] | None:
+    """What the judge said of the exported rows (an Arrow table with the export's judge columns):
+    the reflected response's outcomes against the original, the kept variants' ratings, the judges.
+    None when no exported row was judged."""
+    if "judge_outcome" not in table.column_names:
+        return None
+    outcomes = [o for o in table.column("judge_outcome").to_pylist() if o is not None]
+    if not outcomes:
+        return None
+    ratings = [r for r in table.column("judge_rating").to_pylist() if r is not None]
+    numbers = Tally.of(outcomes).as_dict()
+    score = numbers["winning_score"]
+    return {
+        **numbers,
+        "winning_score": "n/a" if score is None else f"{score:.3f}",
+        "rated": len(ratings),
+        "mean_rating": f"{sum(ratings) / len(ratings):.2f}" if ratings else "n/a",
+        "models": sorted({m for m in table.column("judge_model").to_pylist() if m}),
+    }
 
 
 def _fmt(x: float) -> str:
@@ -112,6 +135,7 @@ def _template_context(s: SectionContext) -> dict[str, Any]:
         "versions": s.versions,
         "system_prompt_version": s.system_prompt_version,
         "plots": s.plots,
+        "judge": s.judge,
     }
 
 

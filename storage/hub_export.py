@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tasks.curate import CurationConfig, CurationResult, curate, score_summaries, to_format
 from tasks.versions import package_versions
 
-from .dataset_card import Lineage, SectionContext, build_card, curation_json
+from .dataset_card import Lineage, SectionContext, build_card, curation_json, judge_summary
 from .report.card import CardImage, card_images
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,26 @@ def read_from_store(store: Any, table: str, version: int | None = None) -> tuple
         if version is None:
             raise ExportError(f"table {table!r} has not been written in {st.uri}")
     rows = st.table(table, version=version)
+    if table == "selected" and st.exists("judgements"):
+        rows = with_judgements(st, rows)
     lineage = lineage_of(rows, store=st.uri, table=table, version=version)
     lineage.runs = _runs(st, lineage.run_ids)
     return rows, lineage
+
+
+JUDGE_COLUMNS = {"rating": "judge_rating", "outcome": "judge_outcome", "judge": "judge_model"}
+
+
+def with_judgements(st: Any, rows: pa.Table) -> pa.Table:
+    """Selected rows with their judgement (NULL where the run had no judge stage): the kept variant's
+    rating, the reflected response's outcome against the original, and the judge."""
+    judged = st.table("judgements", columns=["run_id", "source_id", *JUDGE_COLUMNS])
+    judged = judged.rename_columns(["run_id", "source_id", *JUDGE_COLUMNS.values()])
+    keep = [c for c in rows.column_names if c not in JUDGE_COLUMNS.values()]
+    order = "__row"  # a join does not keep the order of the rows: put it back
+    left = rows.select(keep).append_column(order, pa.array(range(rows.num_rows), pa.int64()))
+    joined = left.join(judged, keys=["run_id", "source_id"], join_type="left outer")
+    return joined.sort_by(order).drop_columns([order])
 
 
 def _runs(st: Any, run_ids: list[str]) -> list[dict[str, Any]]:
@@ -234,6 +251,7 @@ def prepare(
         versions=_versions(),
         system_prompt_version=prompt_version,
         plots=[{"title": i.title, "path": i.path} for i in images or []],
+        judge=judge_summary(result.table),
     )
     return Prepared(dd, result, section, sum(split_rows.values()), list(images or []))
 

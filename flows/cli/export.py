@@ -36,6 +36,10 @@ def export_command(
     bound: Annotated[
         list[str] | None, typer.Option("--bound", help="COLUMN OP NUMBER, e.g. ifd_ppl<0.9 (repeatable)")
     ] = None,
+    min_rating: Annotated[
+        float | None,
+        typer.Option(help="keep pairs the judge rated at least this (1-10; recycle with --judge)"),
+    ] = None,
     top: Annotated[str | None, typer.Option(help="keep the top N rows, or a fraction: 0.1 or 10%")] = None,
     top_by: Annotated[str, typer.Option(help="score column ranked by --top")] = "ifd_ppl",
     top_group: Annotated[
@@ -79,8 +83,9 @@ def export_command(
 
     try:
         curation = build_curation(
-            curation_config, where=where, bound=bound, top=top, top_by=top_by, top_group=top_group,
-            top_smallest=top_smallest, require=require, format=format, benchmarks=benchmarks, ngram=ngram,
+            curation_config, where=where, bound=bound, min_rating=min_rating, top=top, top_by=top_by,
+            top_group=top_group, top_smallest=top_smallest, require=require, format=format,
+            benchmarks=benchmarks, ngram=ngram,
             no_decontam=no_decontam, exact_dedup=exact_dedup, near_dup_threshold=near_dup_threshold,
             no_near_dedup=no_near_dedup, extra_column=extra_column,
         )  # fmt: skip
@@ -104,6 +109,7 @@ def build_curation(
     *,
     where: str | None = None,
     bound: list[str] | None = None,
+    min_rating: float | None = None,
     top: str | None = None,
     top_by: str = "ifd_ppl",
     top_group: str | None = None,
@@ -128,6 +134,8 @@ def build_curation(
         update["where"] = where
     if bound:
         update["bounds"] = [BoundSpec.parse(b) for b in bound]
+    if min_rating is not None:
+        update["min_rating"] = min_rating
     if top is not None:
         update["top"] = TopSpec.parse(
             top,

@@ -117,6 +117,13 @@ class CurationConfig(BaseModel):
     )
     bounds: list[BoundSpec] = Field(default_factory=list)
     where: str | None = Field(None, description="an SQL boolean expression over the table's columns (DuckDB)")
+    min_rating: float | None = Field(
+        None,
+        ge=1,
+        le=10,
+        description="keep pairs the judge rated at least this, 1-10 (a recycle run with its judge stage); "
+        "a pair without a rating never passes",
+    )
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig)
     near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig)

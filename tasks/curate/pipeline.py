@@ -32,6 +32,9 @@ class CurationResult:
         return next(r for r in self.reports if r.name == name)
 
 
+RATING = "judge_rating"  # the judge's rating of a kept pair, joined onto selected rows by the export
+
+
 def build_steps(
     config: CurationConfig, columns: Sequence[str], benchmarks: Sequence[Benchmark] = ()
 ) -> tuple[list[Step], list[str]]:
@@ -44,6 +47,13 @@ def build_steps(
         else:
             skipped.append(f"require {column}: the table has no {column} column")
     steps.extend(Bound(b.column, b.op, b.value) for b in config.bounds)
+    if config.min_rating is not None:
+        if RATING not in columns:
+            raise ValueError(
+                f"min_rating {config.min_rating:g} needs the judge's ratings ({RATING}): export the "
+                "selected pairs of a recycle run that had its judge stage (--judge)"
+            )
+        steps.append(Bound(RATING, ">=", config.min_rating))
     if config.where:
         steps.append(Where(config.where))
     prompt = tuple(prompt_fields(columns, config.prompt_fields))

@@ -188,3 +188,37 @@ def test_the_card_names_the_scoring_rule_and_flags_unversioned_scores() -> None:
     params = ExportParams(repo="org/x", curation=CurationConfig(**NO_DECONTAM))
     card = _card(prepare(params, table, lineage), params, None, None)
     assert "| scoring rules | `scoring/v2` |" in card
+
+
+def test_min_rating_keeps_pairs_the_judge_rated_high_enough_and_the_card_states_the_verdicts(
+    tmp_path: Path,
+) -> None:
+    """Judgements joined onto selected rows (in the store) in the rows' own order; min_rating drops
+    rows below it and rows without a rating; the card states the judge's verdicts."""
+    from storage.hub_export import read_from_store
+    from storage.store import Store
+
+    rows = [r for r in planted_rows() if r["kept"]][:6]
+    store = Store(str(tmp_path / "s"), create=True)
+    store.append("selected", [{**r, "run_id": "r1"} for r in rows])
+    ratings = [9.0, 7.0, None, 8.0, 10.0]  # the sixth row has no judgement at all
+    outcomes = ["win", "tie", "failed", "loss", "win"]
+    store.append(
+        "judgements",
+        [
+            {"run_id": "r1", "source_id": r["source_id"], "rating": x, "outcome": o, "judge": "hf:j"}
+            for r, x, o in zip(rows, ratings, outcomes, strict=False)
+        ],
+    )
+    table, lineage = read_from_store(store, "selected")
+    assert table.column("source_id").to_pylist() == [r["source_id"] for r in rows]
+    assert table.column("judge_rating").to_pylist() == [*ratings, None]
+    params = ExportParams(to_dir=str(tmp_path / "out"), curation=CurationConfig(min_rating=8, **NO_DECONTAM))
+    prepared = prepare(params, table, lineage)
+    kept = prepared.result.table.column("source_id").to_pylist()
+    assert kept == [rows[i]["source_id"] for i in (0, 3, 4)]
+    assert prepared.section.judge is not None
+    assert (prepared.section.judge["wins"], prepared.section.judge["losses"]) == (2, 1)
+    assert prepared.section.judge["mean_rating"] == "9.00" and prepared.section.judge["models"] == ["hf:j"]
+    with pytest.raises(ValueError, match="min_rating 8 needs the judge's ratings"):
+        prepare(params, pa.Table.from_pylist(rows), lineage)
