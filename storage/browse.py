@@ -279,9 +279,14 @@ class Browser:
             "ORDER BY stage",
             [run_id, *ids],
         )
+        judged = self._query(
+            f"SELECT {JUDGEMENT} FROM judgements WHERE run_id = ? AND source_id IN ({marks})", [run_id, *ids]
+        )
         by_id = {r["source_id"]: r for r in rows}
         for r in rows:
-            r["variants"], r["replies"] = {}, []
+            r["variants"], r["replies"], r["judgement"] = {}, [], None
+        for j in judged:
+            by_id[j.pop("source_id")]["judgement"] = _clean(j)
         for s in scores:
             by_id[s.pop("source_id")]["variants"][s.pop("variant")] = _clean(s)
         for t in replies:
@@ -319,6 +324,9 @@ class Browser:
             [run_id, source_id],
         )
         traces = self._query("SELECT * FROM traces WHERE run_id = ? AND source_id = ?", [run_id, source_id])
+        judged = self._query(
+            "SELECT * FROM judgements WHERE run_id = ? AND source_id = ?", [run_id, source_id]
+        )
         if not (selected or replies or scores or traces):
             return None
         decision = _clean(selected[0]) if selected else None
@@ -330,6 +338,7 @@ class Browser:
             "replies": [_clean(r) for r in replies],
             "scores": [_clean(s) for s in scores],
             "traces": [_clean(t) for t in traces],
+            "judgement": _clean(judged[0]) if judged else None,
             "lineage": {
                 "run": run_id,
                 "flow": run.get("flow"),
@@ -466,6 +475,13 @@ class Browser:
                 break
             page += 1
         return rows[:limit]
+
+
+# What a listed pair shows of its judgement (the recycle flow's optional judge stage).
+JUDGEMENT = (
+    "source_id, outcome, failure, a_first_score_a, a_first_score_b, b_first_score_a, b_first_score_b, "
+    "rating, rating_failure, kept_variant, judge"
+)
 
 
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,14 @@ def _score(
     }
 
 
+JUDGED = {
+    "judge": "hf:judge", "judge_prompt_version": "judge_pair/v1+grammar", "outcome": "win",
+    "a_first_score_a": 9.0, "a_first_score_b": 6.0, "b_first_score_a": 8.5, "b_first_score_b": 7.0,
+    "reply_a_first": "9 6\nThe reflected answer is clearer.", "reply_b_first": "7 8.5\nThe second one.",
+    "kept_variant": "A", "rating": 8.0, "rating_reply": "8\nGood.",
+}  # fmt: skip
+
+
 def build(path: Path, *, finished: bool = True, run_id: str = RUN, extra: list[tuple] | None = None) -> Store:
     store = Store(str(path), create=True)
     pairs = list(PAIRS) + list(extra or [])
@@ -210,6 +218,9 @@ def build(path: Path, *, finished: bool = True, run_id: str = RUN, extra: list[t
             stage="select",
             shard=shard,
         )
+    # The judge stage judged the first pair: the reflected response won, and its kept variant got 8.
+    store.commit_shard("judgements", [{"run_id": run_id, "shard": 0, **JUDGED, "source_id": ids[0]}],
+                       run_id=run_id, stage="judge", shard=0)  # fmt: skip
     if finished:
         store.append("runs", [runs_row(run_id, "recycle", len(seeds))])
     _traces(store)

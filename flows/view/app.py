@@ -42,7 +42,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
     """The browser over ``store``, read-only."""
     browser = Browser(store, refresh_s=refresh_s)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.globals.update(diff=word_diff, changed=changed_fraction, variants=VARIANTS, fmt=_fmt,
+    env.globals.update(diff=word_diff, changed=changed_fraction, variants=VARIANTS, fmt=_fmt, score=_score,
                        pair_sorts=PAIR_SORTS, trace_sorts=TRACE_SORTS, store_uri=store.uri)  # fmt: skip
 
     def page(name: str, request: Request, **context: Any) -> HTMLResponse:
@@ -226,6 +226,11 @@ def _quote(value: str) -> str:
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+def _score(value: float | None) -> str:
+    """A judge's score as it wrote it (8, 7.5)."""
+    return "–" if value is None else f"{value:g}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

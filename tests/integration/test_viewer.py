@@ -130,6 +130,17 @@ def test_one_pair_has_every_stage_and_its_lineage(viewer: Viewer) -> None:
     assert 'class="ins"' in html and 'class="del"' in html  # the word diff
 
 
+def test_the_judges_verdict_shows_beside_its_pair(viewer: Viewer) -> None:
+    rows = viewer.get(f"/api/runs/{RUN}/pairs", per_page="100").json()["rows"]
+    judged = [r for r in rows if r["judgement"]]
+    assert len(judged) == 1 and judged[0]["judgement"]["outcome"] == "win"
+    assert judged[0]["judgement"]["rating"] == 8.0
+    listing = viewer.get(f"/runs/{RUN}/pairs", per_page="100").text
+    assert "judge: reflected win (9:6, 8.5:7) · rated 8/10" in listing
+    page = viewer.get(f"/runs/{RUN}/pairs/{judged[0]['source_id']}").text
+    assert 'id="judgement"' in page and "The reflected answer is clearer." in page
+
+
 def test_failures_and_traces(viewer: Viewer) -> None:
     failures = viewer.get(f"/api/runs/{RUN}/failures").json()
     assert [r["reason"] for r in failures["rejects"]] == ["empty output"]
