@@ -90,6 +90,15 @@ def judge_numbers(session: Any, run_id: str) -> dict[str, Any] | None:
     }
 
 
+def compare_queries(run: str) -> dict[str, str]:
+    """The SQL behind a comparison's plot: each test set's outcomes."""
+    return {
+        "comparison": f"""
+            SELECT test_set, outcome, count(*) AS n FROM comparisons WHERE run_id = {run}
+            GROUP BY ALL ORDER BY test_set, outcome""",
+    }
+
+
 def run_query(run: str) -> str:
     return f"SELECT * FROM runs WHERE run_id = {run} ORDER BY ended_at DESC LIMIT 1"
 
@@ -112,7 +121,7 @@ def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> d
         raise ReportError(f"run {run_id!r} is not in the runs table of {store.uri}{hint}")
     row = rows[0]
     flow = row["flow"]
-    queries = recycle_queries(run) if flow == "recycle" else traces_queries(run)
+    queries = {"recycle": recycle_queries, "traces": traces_queries, "compare": compare_queries}[flow](run)
     data: dict[str, Any] = {
         "run": _run_section(row),
         "stages": _stages(row),

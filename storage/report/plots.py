@@ -220,6 +220,7 @@ TITLES = {
     "throughput": "Shard throughput",
     "funnel": "Valid, verified and kept traces",
     "judge": "The judge: reflected against original responses, and ratings of kept pairs",
+    "comparison": "Wins, ties and losses per test set (the papers' pairwise evaluation)",
 }
 
 
@@ -233,6 +234,19 @@ def verdicts(tallies: dict[str, dict[str, Any]], title: str, a: str = "A", b: st
     _verdict_bars(ax, tallies, a, b)
     ax.set_title(title, fontsize=10, pad=22)
     return _png(fig)
+
+
+def comparison(data: dict[str, Any]) -> bytes:
+    """A ``compare`` run's figure, from the run's own tallies (test sets in its order, then total)."""
+    counts = data["run"]["counts"] or {}
+    tallies = dict(counts.get("test_sets") or {})
+    if len(tallies) > 1:
+        tallies["total"] = counts["total"]
+    title = f"{counts.get('a')} vs {counts.get('b')}, judged by {counts.get('judge')}"
+    return verdicts(tallies, title if len(title) < 90 else title[:87] + "...")
+
+
+PLOTS["compare"] = {"comparison": comparison}
 
 
 def judge(data: dict[str, Any]) -> bytes:
