@@ -26,7 +26,7 @@ from storage.report.data import sql_literal
 from storage.report.plots import verdicts
 from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_answers, read_test_sets, test_set_files
-from tasks.judge.protocol import PAIR_PROMPT, pair_form, prompt_version
+from tasks.judge.protocol import PAIR_PROMPT, prompt_version
 from tasks.judge.test_sets import pair_answers
 from tasks.judge.verdict import Tally
 from tasks.judge_shards import CompareItem, CompareJob, answer_task, compare_task
@@ -145,7 +145,11 @@ def compare_flow(params: CompareParams) -> dict[str, Any]:
     )
     per_set = tallies(store, run_id, params.test_sets)
     total = sum(per_set.values(), Tally())
-    version = prompt_version(PAIR_PROMPT, pair_form(params.judge.sampling, params.judge.constrained))
+    versions = store.sql(
+        f"SELECT DISTINCT judge_prompt_version FROM comparisons WHERE run_id = {sql_literal(run_id)} "
+        "AND outcome != 'failed' ORDER BY 1"
+    ).fetchall()
+    version = ", ".join(v for (v,) in versions) or prompt_version(PAIR_PROMPT, None)
     summary: dict[str, Any] = {
         "run_id": run_id,
         "judge": params.judge.model.spec,

@@ -175,6 +175,7 @@ class Completion:
     completion_tokens: int
     latency_s: float = 0.0
     error: str | None = None
+    free: bool = False  # the request had a form that this engine could not enforce: sent as free text
 
 
 @dataclass(frozen=True)

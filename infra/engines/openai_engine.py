@@ -246,6 +246,7 @@ class OpenAIEngine:
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),
                 latency_s=time.perf_counter() - start,
+                free=request.form is not None and mode != "vllm" and not request.form.has_schema,
             )
             self.usage.prompt_tokens += completion.prompt_tokens
             self.usage.completion_tokens += completion.completion_tokens

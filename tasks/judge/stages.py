@@ -88,6 +88,7 @@ def judge_pairs(
         a_first, b_first = replies[2 * i], replies[2 * i + 1]
         s1, s2 = _scores(a_first, parse_score_pair), _scores(b_first, parse_score_pair)
         errors = [f"{order}: {s.error}" for order, s in (("a_first", s1), ("b_first", s2)) if s.error]
+        enforced = form if not (a_first.free or b_first.free) else None
         rows.append(
             {
                 "source_id": it.id,
@@ -95,7 +96,7 @@ def judge_pairs(
                 "answer_a": it.answer_a,
                 "answer_b": it.answer_b,
                 "judge": judge.spec,
-                "judge_prompt_version": prompt_version(PAIR_PROMPT, form),
+                "judge_prompt_version": prompt_version(PAIR_PROMPT, enforced),
                 "reply_a_first": a_first.text,
                 "reply_b_first": b_first.text,
                 "a_first_score_a": s1.values[0] if s1.ok else None,
@@ -125,7 +126,7 @@ def rate_answers(
                 "rating": s.values[0] if s.ok else None,
                 "rating_reply": reply.text,
                 "rating_failure": s.error,
-                "rating_prompt_version": prompt_version(RATING_PROMPT, form),
+                "rating_prompt_version": prompt_version(RATING_PROMPT, None if reply.free else form),
                 **{f"rating_{k}": v for k, v in _accounting(reply).items()},
             }
         )
