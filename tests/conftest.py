@@ -35,7 +35,7 @@ SHARED_SESSION_FIXTURES = {"vllm_server": "vllm", "vllm_engine": "vllm"}
 GROUPED_MODULES = {
     "test_recycle_flow", "test_traces_flow", "test_serve", "test_persistent_replicas", "test_pool",
     "test_placement", "test_store_s3", "test_hf_scoring", "test_report", "test_long_pairs", "test_ray_auth",
-    "test_viewer", "test_compare", "test_judge_stage",
+    "test_viewer", "test_compare", "test_judge_stage", "test_worker_route",
 }  # fmt: skip
 
 

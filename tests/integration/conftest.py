@@ -107,33 +107,64 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``prefect server start`` on a free loopback port, with a home of its own and basic auth on
-    (``PREFECT_AUTH``: ``prefect_env(home, api)`` gives a client's environment)."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    log = home / "server.log"
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=home,
-            env={**prefect_env(home), "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING},
-        )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
+class PrefectServer:
+    """``prefect server start`` on a loopback port with a home (and database) of its own and basic auth
+    on (``PREFECT_AUTH``); ``kill`` and ``start`` again keep the port and the database: a restart."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.log = home / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120) -> PrefectServer:
+        cmd = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with self.log.open("ab") as out:
+            self.proc = proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.home,
+                env={**prefect_env(self.home), "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH_STRING},
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
         while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
+            assert proc.poll() is None, self.log.read_text()[-3000:]
             try:
-                if httpx.get(f"{api}/health", timeout=2, auth=PREFECT_AUTH).status_code == 200:
-                    break
+                if httpx.get(f"{self.api}/health", timeout=2, auth=PREFECT_AUTH).status_code == 200:
+                    return self
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, (
-                "prefect server not ready in 120 s:\n" + log.read_text()[-3000:]
+                f"prefect server not ready in {timeout_s:.0f} s:\n" + self.log.read_text()[-3000:]
             )
             time.sleep(1)
-        yield api
+
+    def kill(self) -> None:
+        """SIGKILL the server and everything it started (no shutdown of any kind)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Prefect server for the module (``PrefectServer``); ``prefect_env(home, api)`` gives a
+    client's environment."""
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
+    try:
+        yield server.start().api
     finally:
-        stop_group(proc, signal.SIGTERM)
+        server.stop()

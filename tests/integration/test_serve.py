@@ -1,6 +1,6 @@
-"""Scheduling for real: a Prefect server, ``reflectory serve`` registering deployments, a run
-triggered through the Prefect API that completes with the parameters it was given, and the work-pool
-deployments of ``infra/prefect.yaml`` registered with ``prefect deploy``.
+"""Scheduling for real: a Prefect server, ``reflectory serve`` registering deployments, and a run
+triggered through the Prefect API that completes with the parameters it was given. The work-pool
+route (``infra/prefect.yaml``, a process worker) is ``test_worker_route.py``.
 """
 
 from __future__ import annotations
@@ -96,25 +96,3 @@ def test_a_served_deployment_runs_when_triggered_through_the_api(
         assert store.sql("SELECT status FROM runs WHERE run_id = 'triggered'").fetchall() == [("completed",)]
     finally:
         _stop(serve)  # before the server: a serve process whose server is gone can hang on SIGTERM
-
-
-def test_prefect_yaml_registers_work_pool_deployments_without_schedules(
-    prefect_api: str, tmp_path: Path
-) -> None:
-    env = _env(tmp_path / "prefect", prefect_api)
-
-    def prefect(*args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", *args],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        return out.stdout
-
-    prefect("work-pool", "create", "reflectory", "--type", "process", "--overwrite")
-    prefect("deploy", "--all", "--prefect-file", "infra/prefect.yaml")
-    for name in ("recycle/recycle", "traces/traces", "export/export"):
-        deployment = _deployment(prefect_api, name, timeout_s=10)
-        assert deployment["work_pool_name"] == "reflectory"
-        assert deployment["schedules"] == []  # schedules belong to the UI on this route
-        assert "store" in deployment["parameters"]["params"]
