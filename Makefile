@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 # Every test, on every core (pytest-xdist; tests sharing a model or server stay on one worker).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # Unit and in-process tests only (no model load, no server): under a minute.
 test-fast: $(STAMP)
