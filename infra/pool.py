@@ -80,6 +80,7 @@ class EnginePool:
         # The tokenizer loads when a scorer first asks for the prompt format: a generator behind an
         # OpenAI-style API (a judge, a served teacher) may have no tokenizer to load.
         self._tokenizer: TextTokenizer | None = None
+        self._tokenizer_lock = threading.Lock()  # not the ready lock: a scorer need not wait for replicas
         self._ready_lock = threading.Lock()
         self.replicas_ready: list[dict[str, Any]] = []
         self.pids: list[int] = []
@@ -189,7 +190,7 @@ class EnginePool:
 
     @property
     def tokenizer(self) -> TextTokenizer:
-        with self._ready_lock:
+        with self._tokenizer_lock:
             if self._tokenizer is None:
                 from infra.engines import load_tokenizer
 

@@ -66,6 +66,7 @@ def view_command(
             f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror}; try --port 0", soft_wrap=True
         )
         raise typer.Exit(2) from exc
+    sock.listen(2048)  # before the address is printed: a client that connects at once waits, never refused
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound}/" + (f"runs/{run}/pairs" if run else "")

@@ -23,6 +23,7 @@ from tests.integration.test_recycle_flow import env, write_input
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+PAIRS = 4
 COLUMNS = "source_id, outcome, a_first_score_a, a_first_score_b, b_first_score_a, b_first_score_b, " \
     "kept_variant, rating, reply_a_first, rating_reply, judge_prompt_version"  # fmt: skip
 
@@ -44,7 +45,7 @@ def judgements(store: Path, run_id: str) -> list[tuple[Any, ...]]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> tuple[Path, Path, Path, str]:
     tmp = tmp_path_factory.mktemp("judge")
-    inp = write_input(tmp / "in.jsonl")
+    inp = write_input(tmp / "in.jsonl", n=PAIRS)
     store = tmp / "factory"
     out = subprocess.run([sys.executable, "-m", "flows.cli", *args(inp, store, tiny_model_path, "clean")],
                          env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
@@ -57,7 +58,7 @@ def test_every_pair_is_judged_and_every_kept_pair_rated(clean: tuple[Path, Path,
     st = Store(str(store))
     rows = st.sql("SELECT * FROM judgements WHERE run_id = 'clean'").to_arrow_table().to_pylist()
     kept = dict(st.sql("SELECT source_id, variant FROM selected WHERE run_id = 'clean' AND kept").fetchall())
-    assert len(rows) == 6 == len({r["source_id"] for r in rows})
+    assert len(rows) == PAIRS == len({r["source_id"] for r in rows})
     assert kept, "the tiny model keeps some pairs with these inputs"
     for r in rows:
         assert r["outcome"] in {"win", "tie", "loss", "failed"}
@@ -72,7 +73,7 @@ def test_every_pair_is_judged_and_every_kept_pair_rated(clean: tuple[Path, Path,
     assert "judge: reflected vs original" in stdout
     [(counts,)] = st.sql("SELECT counts_json FROM runs WHERE run_id = 'clean'").fetchall()
     judged = json.loads(counts)["judge"]
-    assert judged["wins"] + judged["ties"] + judged["losses"] + judged["failed"] == 6
+    assert judged["wins"] + judged["ties"] + judged["losses"] + judged["failed"] == PAIRS
     page = (store / "reports" / "report-clean.html").read_text()
     assert "The judge: reflected against original responses" in page
 
@@ -101,4 +102,4 @@ def test_a_run_killed_while_judging_resumes_to_the_same_judgements(
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert judgements(store, "crashy") == judgements(store, "clean")
     [(counts,)] = Store(str(store)).sql("SELECT counts_json FROM runs WHERE run_id = 'crashy'").fetchall()
-    assert json.loads(counts)["resumed_shards"] == 6  # every select shard was committed before the kill
+    assert json.loads(counts)["resumed_shards"] == PAIRS  # every select shard was committed before the kill
