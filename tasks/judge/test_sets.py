@@ -3,8 +3,9 @@
 Each test set keeps its prompt under its own key (Cherry_LLM ``eval.py``): Vicuna ``text``, Koala
 ``prompt``, Self-Instruct ``instruction`` plus ``{instruction} Input: {input}`` when its one instance
 has an input, WizardLM ``Instruction``, LIMA ``conversations`` (its first turn). An answer file's rows
-hold the question under ``instruction`` (with an optional ``input``) or under the test set's own key,
-and the answer under ``output``. Pure: records in, items or a clear error naming the row out.
+hold the question under ``instruction`` (with an optional ``input``), under the test set's own key or
+under ``question``, and the answer under ``output``. Pure: records in, items or a clear error naming
+the row out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from .protocol import question_text
 
 TEST_SETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
-PROMPT_KEYS = ("instruction", "text", "prompt", "Instruction", "conversations")
+PROMPT_KEYS = ("instruction", "text", "prompt", "Instruction", "conversations", "question")
 
 
 class TestSetError(ValueError):

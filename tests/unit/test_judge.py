@@ -187,3 +187,25 @@ def test_ratings_keep_the_reply_and_the_reason_of_a_failure() -> None:
     assert [r["rating"] for r in rows] == [7.0, None]
     assert rows[1]["rating_failure"] == "no_rating: first line 'meh'" and rows[1]["rating_reply"] == "meh"
     assert rating_request("q", "a", None).messages[0]["content"].startswith("You are a helpful and precise")
+
+
+def test_each_test_sets_question_is_read_by_its_own_key_as_the_reference_reads_it() -> None:
+    from tasks.judge.test_sets import TestSetError, answers_of, pair_answers, question_of
+
+    assert question_of({"text": "How are you?"}) == "How are you?"  # vicuna
+    assert question_of({"prompt": "Write a haiku."}) == "Write a haiku."  # koala
+    assert question_of({"Instruction": "Add 2 and 3."}) == "Add 2 and 3."  # wizardlm
+    assert question_of({"conversations": ["Hi there", "Hello"]}) == "Hi there"  # lima, a list
+    assert question_of({"conversations": "Hi there"}) == "Hi there"  # lima, one string
+    sinstruct = {"instruction": "Fix it.", "instances": [{"input": "me go", "output": "I go"}]}
+    assert question_of(sinstruct) == "Fix it. Input: me go"
+    assert question_of({"instruction": "Fix it.", "input": "me go"}) == "Fix it. Input: me go"
+    assert question_of({"question": "Why?"}) == "Why?" and question_of({"output": "x"}) is None
+    a = answers_of([(1, {"instruction": "Q1", "output": "a"}), (2, {"text": "Q2", "output": "b"})], "a.jsonl")
+    b = answers_of([(1, {"question": "Q1", "output": "c"}), (2, {"text": "Q2", "output": "d"})], "b.jsonl")
+    paired = pair_answers(a, b, "a.jsonl", "b.jsonl", "answers")
+    assert [(q.id, x, y) for q, x, y in paired] == [("answers/0", "a", "c"), ("answers/1", "b", "d")]
+    with pytest.raises(TestSetError, match=r"a\.jsonl:2: no 'output' text"):
+        answers_of([(2, {"instruction": "Q"})], "a.jsonl")
+    with pytest.raises(TestSetError, match=r"a\.jsonl has 2 answers but b\.jsonl has 1"):
+        pair_answers(a, b[:1], "a.jsonl", "b.jsonl", "answers")
