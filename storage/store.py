@@ -32,6 +32,11 @@ from .schemas import TABLES, conform, schema_of
 
 MAX_COMMIT_RETRIES = 100
 WRITE_ATTEMPTS = 20
+# An object store coming back from an outage answers 5xx (or refuses connections) for a while after
+# its endpoint is up: the client's own retries span seconds, so a read of the log keeps trying longer.
+READ_OUTAGE_S = 90.0
+_TRANSIENT = ("500 Internal", "502 ", "503 ", "504 ", "Connection refused", "error sending request",
+              "connection reset", "timed out", "SlowDown")  # fmt: skip
 # Columns whose min/max statistics Delta keeps per file: what shard reads and run filters prune on.
 # A checkpoint every 20 commits keeps each read of a table's log short (a run commits once per shard).
 TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key", "delta.checkpointInterval": "20"}
@@ -82,12 +87,34 @@ class Store:
     ) -> DeltaTable | None:
         """The Delta table at a version or time, or None when it has never been written."""
         try:
-            dt = DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
+            dt = self._open(name, version)
         except TableNotFoundError:
             return None
         if as_of is not None:
             dt.load_as_version(as_of)
         return dt
+
+    def _open(self, name: str, version: int | None) -> DeltaTable:
+        """The table's log read, retried through an object store's transient errors (``READ_OUTAGE_S``)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+        transient = retry_if_exception(
+            lambda e: (
+                isinstance(e, OSError)
+                and not isinstance(e, TableNotFoundError)
+                and not self.is_local
+                and any(t in str(e) for t in _TRANSIENT)
+            )
+        )
+        for attempt in Retrying(
+            retry=transient,
+            wait=wait_random_exponential(multiplier=0.5, max=8),
+            stop=stop_after_delay(READ_OUTAGE_S),
+            reraise=True,
+        ):
+            with attempt:
+                return DeltaTable(self.table_uri(name), version=version, storage_options=self.storage_options)
+        raise AssertionError("unreachable")
 
     def exists(self, name: str) -> bool:
         return self.delta(name) is not None

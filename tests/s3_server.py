@@ -61,6 +61,9 @@ class SeaweedS3:
             f"-bucket={BUCKET}",
         ]
         cmd += [f"-{name}.port={port}" for name, port in self.ports.items()]
+        # Its Iceberg and Lance catalogs default to fixed ports (8181, 9101): off, so that two
+        # servers (two test modules on two workers) never meet on a port.
+        cmd += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
         log = self.data / "weed.log"
         with log.open("ab") as out:
             # Without the clients' AWS_* variables, which `weed mini` would turn into required credentials.
