@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,9 @@ def compare_items(params: CompareParams) -> list[CompareItem]:
         files["b"] or files["a"] or "",
         UNNAMED,
     )
-    out, taken = [], dict[str, int]()
+    out = []
     for q, answer_a, answer_b in paired:
-        taken[q.test_set] = taken.get(q.test_set, 0) + 1
-        if params.limit and taken[q.test_set] > params.limit:
+        if params.limit and q.index >= params.limit:  # q.index: its position in its test set
             continue
         out.append(
             CompareItem(
@@ -83,8 +83,6 @@ def compare_items(params: CompareParams) -> list[CompareItem]:
 
 
 def _placed(row: Any, known: dict[str, str]) -> Any:
-    from dataclasses import replace
-
     return replace(row, test_set=known.get(row.question.strip()))
 
 

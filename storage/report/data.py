@@ -74,16 +74,12 @@ def judge_numbers(session: Any, run_id: str) -> dict[str, Any] | None:
     """The judge stage's verdicts (the reflected response against the original: A's wins, ties,
     losses, failed, winning score) and the kept pairs' ratings; None when the run was not judged."""
     run = sql_literal(run_id)
-    outcomes = session.sql(f"SELECT outcome FROM judgements WHERE run_id = {run}").fetchall()
-    if not outcomes:
+    rows = session.sql(f"SELECT outcome, rating FROM judgements WHERE run_id = {run}").fetchall()
+    if not rows:
         return None
-    ratings = [
-        r
-        for (r,) in session.sql(f"SELECT rating FROM judgements WHERE run_id = {run}").fetchall()
-        if r is not None
-    ]
+    ratings = [r for _, r in rows if r is not None]
     return {
-        **Tally.of(o for (o,) in outcomes).as_dict(),
+        **Tally.of(o for o, _ in rows).as_dict(),
         "rated": len(ratings),
         "mean_rating": sum(ratings) / len(ratings) if ratings else None,
         "ratings": rating_histogram(ratings),
