@@ -25,6 +25,9 @@ from infra.ray_auth import write_token
 from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# A node that has not stopped by then is killed: a test's cluster needs no graceful end, and a head
+# whose workers were gone often waited the whole 20 s it was once given (in every cluster test's teardown).
+STOP_GRACE_S = 3
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Node:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)  # ray start --block stops its node's processes
         try:
-            self.proc.wait(20)
+            self.proc.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -157,19 +157,23 @@ def test_killed_engine_replicas_cost_no_rows(clean: CleanRun) -> None:
     assert clean.counts("actor-killed") == clean.counts("clean")
 
 
-def test_a_deleted_store_means_every_shard_is_computed_again(clean: CleanRun, tmp_path: Path) -> None:
-    """The store is the only record: no Prefect cache stands in for rows that are gone."""
-    store = tmp_path / "fresh"
-    args = (clean.inp, store, clean.model, "again")
-    run([sys.executable, "-m", "flows.cli", *recycle_args(*args)], tmp_path)  # its own PREFECT_HOME
-    first = selected(store, "again")
-    shutil.rmtree(store)
-    run([sys.executable, "-m", "flows.cli", *recycle_args(*args)], tmp_path)
-    assert run_counts(store, "again")["resumed_shards"] == 0
-    assert selected(store, "again") == first and len(first) == 6
-    # Prefect kept each flow run's summary (for run_deployment), and no task's rows.
-    results = list((tmp_path / "prefect" / "storage").iterdir())
-    assert len(results) == 2, results
+def test_a_deleted_store_means_every_shard_is_computed_again(clean: CleanRun) -> None:
+    """The store is the only record: no Prefect cache stands in for rows that are gone. The clean
+    run's store is set aside (put back at the end) and the clean run repeated, same run id, same
+    Prefect home."""
+    results = clean.tmp / "prefect" / "storage"
+    before = set(results.iterdir())
+    aside = clean.tmp / "store-set-aside"
+    clean.store.rename(aside)
+    try:
+        run(recycle_cmd(*clean.args("clean")), clean.tmp)
+        assert run_counts(clean.store, "clean")["resumed_shards"] == 0
+        assert selected(clean.store, "clean") == clean.selected and len(clean.selected) == 6
+        # Prefect kept the flow run's summary (for run_deployment), and no task's rows.
+        assert len(set(results.iterdir()) - before) == 1, sorted(set(results.iterdir()) - before)
+    finally:
+        shutil.rmtree(clean.store, ignore_errors=True)
+        aside.rename(clean.store)
 
 
 def run_counts(store: Path, run_id: str) -> dict:

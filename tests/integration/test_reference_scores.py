@@ -24,7 +24,7 @@ from flows.cli import app
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-N_EACH = 10  # pairs with an input and pairs without, the shortest of the bundled sample
+N_EACH = 4  # pairs with an input and pairs without, the shortest of the bundled sample
 
 REVERSED = (
     "Below is the response to an instruction, please guess the corresponding instruction for the "
