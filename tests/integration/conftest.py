@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.prefect_home import seeded
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -84,7 +86,7 @@ def prefect_env(home: Path, api: str | None = None) -> dict[str, str]:
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(home),
+        PREFECT_HOME=str(seeded(home)),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
         OMP_WAIT_POLICY="PASSIVE",

@@ -16,6 +16,7 @@ import pytest
 
 from storage.store import Store
 from tests.cluster import RayCluster
+from tests.prefect_home import seeded
 from tests.tables import recycle_tables
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ def _flow(cluster: RayCluster, tmp: Path, model: Path, store: Path, run_id: str)
     config = _config(tmp / "params.json", model, cluster.address)
     cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(_input(tmp / "in.jsonl")),
            "-s", str(store), "--run-id", run_id, "--config", str(config)]  # fmt: skip
-    env = dict(cluster.env(), PREFECT_HOME=str(tmp / "prefect"), HF_HUB_OFFLINE="1")
+    env = dict(cluster.env(), PREFECT_HOME=str(seeded(tmp / "prefect")), HF_HUB_OFFLINE="1")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 

@@ -25,6 +25,7 @@ from storage.store import Store
 from storage.test_sets import read_test_sets
 from tests.judge_reference import reference_outcome, reference_parse
 from tests.judge_server import JudgeServer, judge_server
+from tests.prefect_home import seeded
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def env(tmp: Path) -> dict[str, str]:
     return dict(
         os.environ,
         PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(tmp / "prefect"),
+        PREFECT_HOME=str(seeded(tmp / "prefect")),
         HF_HUB_OFFLINE="1",
         OMP_WAIT_POLICY="PASSIVE",
         RAY_TMPDIR=tempfile.mkdtemp(prefix="cmp", dir="/tmp"),

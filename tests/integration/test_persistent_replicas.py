@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import free_port
+from tests.prefect_home import seeded
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +133,7 @@ def test_a_run_without_an_address_joins_the_head_running_here(
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"instruction": "Say hi.", "input": "", "output": "Hi."}) + "\n")
     spec = f"hf:{tiny_model_path}"
-    env = dict(_env(), PREFECT_HOME=str(tmp_path / "prefect"), HF_HUB_OFFLINE="1")
+    env = dict(_env(), PREFECT_HOME=str(seeded(tmp_path / "prefect")), HF_HUB_OFFLINE="1")
     out = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(tmp_path / "store"),
          "--teacher", spec, "--student", spec, "--max-tokens", "4", "--free-text"],

@@ -15,6 +15,7 @@ import pytest
 
 from infra.ray_auth import probe
 from tests.cluster import RayCluster
+from tests.prefect_home import seeded
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ def _join(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in cluster.env().items() if not k.startswith("RAY_AUTH")}
     # No token unless the case gives one: the token file is one that does not exist.
-    env.update(PREFECT_HOME=str(tmp / "prefect"), RAY_AUTH_TOKEN_PATH=str(tmp / "no-token"), **auth)
+    env.update(PREFECT_HOME=str(seeded(tmp / "prefect")), RAY_AUTH_TOKEN_PATH=str(tmp / "no-token"), **auth)
     (tmp / "in.jsonl").write_text('{"instruction": "Say hi.", "output": "Hi."}\n')
     cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(tmp / "in.jsonl"),
            "-s", str(tmp / "store"), "--ray-address", cluster.address,

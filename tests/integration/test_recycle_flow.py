@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from storage.store import Store
+from tests.prefect_home import seeded
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def env(tmp: Path) -> dict[str, str]:
     return dict(
         os.environ,
         PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(tmp / "prefect"),
+        PREFECT_HOME=str(seeded(tmp / "prefect")),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
     )
 

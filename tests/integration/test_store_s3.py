@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage.store import Store
+from tests.prefect_home import seeded
 from tests.s3_server import SeaweedS3
 from tests.tables import recycle_tables
 
@@ -85,8 +86,8 @@ def _flow(uri: str, run_id: str, model: Path, tmp: Path) -> subprocess.Popen[str
     cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(tmp / "in.jsonl"), "-s", uri,
            "--run-id", run_id, "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--shard-size", "1",
            "--max-tokens", "8", "--free-text"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp / "prefect"), HF_HUB_OFFLINE="1",
-               OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(seeded(tmp / "prefect")),
+               HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
     # In tmp: with its store on S3 a run writes its report page to ./reports.
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
 
