@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # A node that has not stopped by then is killed: a test's cluster needs no graceful end, and a head
 # whose workers were gone often waited the whole 20 s it was once given (in every cluster test's teardown).
 STOP_GRACE_S = 3
+# A node's start that fails with one of these is tried again, on fresh ports: Ray gives a raylet a
+# fixed 30 s to register (a busy machine may miss it), and a port found free may be taken by another
+# test's Ray before this node binds it (its GCS then cannot start its gRPC server).
+RETRYABLE_START = ("timed out during startup", "Address already in use", "Failed to start the grpc server")
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -62,6 +67,22 @@ class Node:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> bool:
+    """Whether ``ray start`` (writing to ``log``) said its node is up before it exited or timed out."""
+    deadline = time.monotonic() + timeout_s
+    while "Ray runtime started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
+
+
+def retryable(log: Path) -> bool:
+    """Whether a node's failed start is worth another try (``RETRYABLE_START``)."""
+    text = log.read_text()
+    return any(cause in text for cause in RETRYABLE_START)
 
 
 def processes() -> list[tuple[int, str]]:
@@ -108,30 +129,34 @@ class RayCluster:
         return path
 
     def start_head(self, cpus: int) -> RayCluster:
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        self._start("head", cpus, ["--head", f"--port={port}", "--include-dashboard=false"])
+        self._start("head", cpus, head=True)
         return self
 
     def add_worker(self, name: str, cpus: int) -> Node:
-        return self._start(name, cpus, [f"--address={self.address}"])
+        return self._start(name, cpus, head=False)
 
-    def _start(self, name: str, cpus: int, role: list[str]) -> Node:
-        node_manager_port = free_port()
-        ports = [
-            f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        ]  # fmt: skip
-        if "--head" in role:
-            ports.append(f"--ray-client-server-port={free_port()}")
-        cmd = [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *role, *ports,
-            f"--num-cpus={cpus}", "--num-gpus=0", f'--resources={{"reflectory-{name}": 1}}',
-            "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-        ]  # fmt: skip
+    def _start(self, name: str, cpus: int, head: bool) -> Node:
         log = self.work / f"ray-{name}.log"
-        for attempt in (1, 2):  # Ray gives a raylet a fixed 30 s to register: a busy machine may miss it
+        for attempt in range(1, START_ATTEMPTS + 1):
+            node_manager_port, port = free_port(), free_port()  # fresh ports for each try
+            client_port = free_port()
+            role = [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={client_port}",
+            ]
+            ports = [
+                f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            ]  # fmt: skip
+            cmd = [
+                sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
+                *(role if head else [f"--address={self.address}"]), *ports,
+                f"--num-cpus={cpus}", "--num-gpus=0", f'--resources={{"reflectory-{name}": 1}}',
+                "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+            ]  # fmt: skip
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     cmd,
@@ -141,19 +166,16 @@ class RayCluster:
                     start_new_session=True,
                     cwd=ROOT,
                 )
-            deadline = time.monotonic() + 120
-            while "Ray runtime started" not in log.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    break
-                time.sleep(0.3)
-            else:
+            if started(proc, log):
+                if head:
+                    self.address = f"127.0.0.1:{port}"
                 node = Node(name, proc, log, node_manager_port)
                 self.nodes.append(node)
                 return node
             Node(name, proc, log, node_manager_port).stop()
-            if attempt == 2 or "timed out during startup" not in log.read_text():
-                raise RuntimeError(f"ray node {name} did not start:\n{log.read_text()[-3000:]}")
-        raise AssertionError("unreachable")
+            if attempt == START_ATTEMPTS or not retryable(log):
+                break
+        raise RuntimeError(f"ray node {name} did not start:\n{log.read_text()[-3000:]}")
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -6,6 +6,7 @@ detached actors, found again by name (DESIGN.md section 5).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,12 +15,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import START_ATTEMPTS, retryable, started
 from tests.integration.conftest import free_port
 from tests.prefect_home import seeded
 
@@ -45,17 +46,11 @@ print(json.dumps({"pids": pool.pids, "text": c.text}))
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Ray head of its own (``ray start --head --block``), stopped with its process group."""
-    port = free_port()
     log = tmp_path_factory.mktemp("ray") / "head.log"
     # A temp dir of its own (short: Ray's socket paths must fit 107 bytes), so the head's address
     # file is not /tmp/ray's, which runs started meanwhile by other tests would join.
     temp_dir = _ray_tmpdir()
-    cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-        "--num-cpus=2", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
-    ]  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    proc = _start_head(cmd, log)
+    proc, address = _start_head(log)
     try:
         yield address
     finally:
@@ -64,23 +59,25 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _start_head(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """``ray start --head``, tried twice: Ray gives its raylet a fixed 30 s to register, which a
-    full suite on 2 cores can exceed ("timed out during startup")."""
-    for attempt in (1, 2):
+def _start_head(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``ray start --head`` on a free port, tried again on a fresh one where the start may succeed
+    then (``tests.cluster.RETRYABLE_START``); returns the head and its address."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+            "--num-cpus=2", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+        ]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
             )
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log.read_text():
-            if proc.poll() is not None:
-                break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        else:
-            return proc
-        assert attempt == 1 and "timed out during startup" in log.read_text(), log.read_text()[-3000:]
+        if started(proc, log):
+            return proc, f"127.0.0.1:{port}"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert attempt < START_ATTEMPTS and retryable(log), log.read_text()[-3000:]
     raise AssertionError("unreachable")
 
 
