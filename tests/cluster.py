@@ -139,13 +139,16 @@ class RayCluster:
         log = self.work / f"ray-{name}.log"
         for attempt in range(1, START_ATTEMPTS + 1):
             node_manager_port, port = free_port(), free_port()  # fresh ports for each try
-            client_port = free_port()
-            role = [
-                "--head",
-                f"--port={port}",
-                "--include-dashboard=false",
-                f"--ray-client-server-port={client_port}",
-            ]
+            role = (
+                [
+                    "--head",
+                    f"--port={port}",
+                    "--include-dashboard=false",
+                    f"--ray-client-server-port={free_port()}",
+                ]
+                if head
+                else [f"--address={self.address}"]
+            )
             ports = [
                 f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
                 f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
@@ -153,7 +156,7 @@ class RayCluster:
             ]  # fmt: skip
             cmd = [
                 sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
-                *(role if head else [f"--address={self.address}"]), *ports,
+                *role, *ports,
                 f"--num-cpus={cpus}", "--num-gpus=0", f'--resources={{"reflectory-{name}": 1}}',
                 "--node-ip-address=127.0.0.1", "--disable-usage-stats",
             ]  # fmt: skip
