@@ -12,28 +12,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
-from flows.factory import PACKAGES, FactoryServices, run_shard_chains
 from flows.params import CompareParams
-from infra.models import go_offline
-from infra.models.fingerprint import model_fingerprint
-from storage.report.data import sql_literal
+from flows.run_context import FactoryServices, RunContext, shard_rows, stage_usage, task_seconds, token_rows
 from storage.report.plots import verdicts
 from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_answers, read_test_sets, test_set_files
+from tasks.cost import StageUsage
 from tasks.judge.protocol import PAIR_PROMPT, prompt_version
 from tasks.judge.test_sets import pair_answers
 from tasks.judge.verdict import Tally
 from tasks.judge_shards import CompareItem, CompareJob, answer_task, compare_task
-from tasks.runs import new_run_id
 from tasks.shards import ShardSummary
-from tasks.versions import package_versions
 
 UNNAMED = "answers"  # the test set of answer rows that name none and match no known test set
 
@@ -95,9 +90,7 @@ def _chain(job: CompareJob, services: FactoryServices) -> list[PrefectFuture[Sha
 
 def tallies(store: Store, run_id: str, order: Sequence[str] = ()) -> dict[str, Tally]:
     """Each test set's tally of the run's verdicts (the given order first, then by name)."""
-    rows = store.sql(
-        f"SELECT test_set, outcome FROM comparisons WHERE run_id = {sql_literal(run_id)}"
-    ).fetchall()
+    rows = store.sql("SELECT test_set, outcome FROM comparisons WHERE run_id = ?", params=[run_id]).fetchall()
     by_set: dict[str, list[str]] = {}
     for test_set, outcome in rows:
         by_set.setdefault(test_set, []).append(outcome)
@@ -105,17 +98,46 @@ def tallies(store: Store, run_id: str, order: Sequence[str] = ()) -> dict[str, T
     return {n: Tally.of(by_set[n]) for n in names}
 
 
+class CompareRun(RunContext):
+    """A comparison's run: the models it generates with and its judge are its roles."""
+
+    def __init__(self, params: CompareParams) -> None:
+        named = {"model A": params.model_a, "model B": params.model_b, "judge": params.judge.model}
+        super().__init__("compare", params, {k: v for k, v in named.items() if v is not None})
+
+    def usage(self, summaries: Sequence[ShardSummary]) -> list[StageUsage]:
+        """Each stage's usage; the answer stage split by side (its rows say which model wrote what),
+        so that each model is billed at its own prices, its engine time shared by tokens written."""
+        out = []
+        for u in stage_usage(summaries):
+            if u.stage != "answer":
+                out.append(u)
+                continue
+            sides = self.store.sql(
+                "SELECT side, sum(prompt_tokens), sum(completion_tokens) FROM compare_answers "
+                "WHERE run_id = ? GROUP BY side ORDER BY side",
+                params=[self.run_id],
+            ).fetchall()
+            written = sum(int(c or 0) for _, _, c in sides) or 1
+            for side, prompt, completion in sides:
+                share = int(completion or 0) / written if len(sides) > 1 else 1.0
+                out.append(
+                    StageUsage(f"answer {side.upper()}", f"model {side.upper()}", int(prompt or 0),
+                               int(completion or 0), u.device_seconds * share)
+                )  # fmt: skip
+        return out
+
+
 @flow(name="compare", persist_result=True, log_prints=True)
 def compare_flow(params: CompareParams) -> dict[str, Any]:
     """Judge A's answers against B's on the test sets; returns wins, ties, losses and the winning score."""
+    with CompareRun(params) as run:
+        return _compare(run, params)
+
+
+def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
     logger = get_run_logger()
-    started = datetime.now(UTC)
-    run_id = params.run_id or new_run_id("compare")
-    store = Store(params.store, create=True)
-    if params.offline:
-        go_offline()
-    for line in params.form_notes():
-        logger.warning(line)
+    run_id, store = run.run_id, run.store
     items = compare_items(params)
     source = {s: getattr(params, f"answers_{s}") or getattr(params, f"model_{s}").spec for s in ("a", "b")}
     logger.info("compare %s: %d items, A=%s, B=%s, judge %s", run_id, len(items), source["a"], source["b"],
@@ -137,17 +159,16 @@ def compare_flow(params: CompareParams) -> dict[str, Any]:
         for n, start in enumerate(range(0, len(items), params.shard_size))
     ]
     stages = ("answer", "judge") if jobs and jobs[0].sides() else ("judge",)
-    seconds: dict[str, float] = {}
-    summaries, occupancy = run_shard_chains(
-        "compare", params.ray_address, store, jobs, stages, _chain, seconds
-    )
+    summaries = run.run_shards(jobs, stages, _chain)
     per_set = tallies(store, run_id, params.test_sets)
     total = sum(per_set.values(), Tally())
     versions = store.sql(
-        f"SELECT DISTINCT judge_prompt_version FROM comparisons WHERE run_id = {sql_literal(run_id)} "
-        "AND outcome != 'failed' ORDER BY 1"
+        "SELECT DISTINCT judge_prompt_version FROM comparisons WHERE run_id = ? AND outcome != 'failed' "
+        "ORDER BY 1",
+        params=[run_id],
     ).fetchall()
     version = ", ".join(v for (v,) in versions) or prompt_version(PAIR_PROMPT, None)
+    judged = [s for s in summaries if s.stage == "compare"]
     summary: dict[str, Any] = {
         "run_id": run_id,
         "judge": params.judge.model.spec,
@@ -157,13 +178,25 @@ def compare_flow(params: CompareParams) -> dict[str, Any]:
         "b": source["b"],
         "items": len(items),
         "shards": len(jobs),
-        "resumed_shards": sum(1 for s in summaries if s.resumed and s.stage == "compare"),
+        "resumed_shards": sum(1 for s in judged if s.resumed),
         "test_sets": {n: t.as_dict() for n, t in per_set.items()},
         "total": total.as_dict(),
-        "occupancy": occupancy,
+        "occupancy": run.occupancy,
     }
+    usage = run.usage(summaries)
+    cost = run.cost_of(usage, kept=0)
+    summary["cost"] = {k: cost[k] for k in ("total", "device_hours", "currency")}
     summary["plot"] = _plot(params, store, run_id, per_set, total, source)
-    store.append("runs", [_runs_row(params, summary, started, seconds, summaries)])
+    run.versions()["judge_prompt"] = version
+    run.end(
+        "completed",
+        counts_json=json.dumps(summary, default=str),
+        tokens_json=json.dumps(token_rows(usage)),
+        stage_seconds_json=json.dumps({**run.seconds, "task_seconds": task_seconds(summaries)}),
+        cost_json=json.dumps(cost),
+        shards_json=json.dumps(shard_rows(judged, summaries, run.started)),
+    )
+    summary["status"] = "completed"
     return summary
 
 
@@ -194,39 +227,3 @@ def _plot(
 def _short(source: str) -> str:
     name = source.rsplit("/", 1)[-1] if "@" not in source else source.split("@", 1)[0]
     return name if len(name) <= 32 else name[:29] + "..."
-
-
-def _runs_row(
-    params: CompareParams,
-    summary: dict[str, Any],
-    started: datetime,
-    seconds: dict[str, float],
-    summaries: Sequence[ShardSummary],
-) -> dict[str, Any]:
-    tokens: dict[str, list[int]] = {}
-    for s in summaries:
-        used = tokens.setdefault(s.stage, [0, 0])
-        used[0] += s.prompt_tokens
-        used[1] += s.completion_tokens
-    return {
-        "run_id": summary["run_id"],
-        "flow": "compare",
-        "status": "completed",
-        "started_at": started,
-        "ended_at": datetime.now(UTC),
-        "config_json": params.model_dump_json(),
-        "versions_json": json.dumps(
-            {
-                "packages": package_versions(PACKAGES),
-                "judge_prompt": summary["judge_prompt_version"],
-                **{name: model_fingerprint(role.spec) for name, role in params.roles()},
-            }
-        ),
-        "counts_json": json.dumps(summary, default=str),
-        "tokens_json": json.dumps(
-            [{"stage": k, "prompt": p, "completion": c} for k, (p, c) in sorted(tokens.items())]
-        ),
-        "stage_seconds_json": json.dumps(seconds),
-        "cost_json": json.dumps({}),
-        "shards_json": json.dumps([]),
-    }

@@ -14,7 +14,9 @@ from storage.hub_export import ExportParams
 from tasks.engine import ModelRole, Sampling
 from tasks.teacher.forms import ReplyForm, form_note, instruction_form, response_form, trace_form
 
-DEFAULT_MODEL = "vllm:smollm2"  # the hf engine runs it where vLLM is not installed
+DEFAULT_MODEL = "vllm:smollm2"
+# Letters, digits and . _ : - (a run id names its shards in the store: storage.store.SAFE_ID).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"  # the hf engine runs it where vLLM is not installed
 
 
 def _judge_sampling() -> Sampling:
@@ -63,6 +65,7 @@ class RunParams(BaseModel):
     store: str = Field("./factory", description="Where results go: a local folder or s3://bucket/prefix.")
     run_id: str | None = Field(
         None,
+        pattern=RUN_ID_PATTERN,
         description="Name the run to resume it: a rerun with the same id computes only the missing shards.",
     )
     teacher: ModelRole = Field(
@@ -158,7 +161,7 @@ class CompareParams(BaseModel):
         default_factory=Sampling, description="How the models sample their answers to the test sets."
     )
     store: str = Field("./factory", description="Where results go: a local folder or s3://bucket/prefix.")
-    run_id: str | None = Field(None, description="Name the comparison to resume it.")
+    run_id: str | None = Field(None, pattern=RUN_ID_PATTERN, description="Name the comparison to resume it.")
     shard_size: int = Field(64, ge=1, description="Questions per shard: the unit of work, retry and commit.")
     limit: int | None = Field(None, ge=1, description="Only the first N questions of each test set.")
     ray_address: str | None = Field(None, description="As for the factory flows.")

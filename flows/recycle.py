@@ -12,8 +12,9 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from flows.factory import FactoryServices, FlowRun
+from flows.factory import FlowRun
 from flows.params import RecycleParams
+from flows.run_context import FactoryServices
 from storage.ingest import ingest_to_store
 from tasks.judge_shards import judge_task
 from tasks.shards import (
@@ -49,13 +50,13 @@ def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[Shard
 @flow(name="recycle", persist_result=True, log_prints=True)
 def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     """Selective Reflection-Tuning over an input file; returns the run's summary."""
-    run = FlowRun("recycle", params)
-    with run.stage("ingest"):
-        loaded, counts = ingest_to_store(run.store, params.input, run.run_id)
-        pairs = loaded.pairs[: params.limit] if params.limit else loaded.pairs
-    run.announce("pairs", len(pairs), counts.rejects)
+    with FlowRun("recycle", params) as run:
+        with run.stage("ingest"):
+            loaded, counts = ingest_to_store(run.store, params.input, run.run_id)
+            pairs = loaded.pairs[: params.limit] if params.limit else loaded.pairs
+        run.announce("pairs", len(pairs), counts.rejects)
 
-    jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
-    stages = (*STAGES, JUDGE_STAGE) if params.judge else STAGES
-    summaries = run.run_shards(jobs, stages, _chain)
-    return run.finish(summaries, counts, final="select", pairs=len(pairs))
+        jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
+        stages = (*STAGES, JUDGE_STAGE) if params.judge else STAGES
+        summaries = run.run_shards(jobs, stages, _chain)
+        return run.finish(summaries, counts, final="select", pairs=len(pairs))

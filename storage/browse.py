@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .runs import LATEST_RUNS, RunStatuses
 from .store import Store
 
 PAIR_SORTS = ("ifd", "rifd", "source_id", "reason", "variant")
@@ -120,6 +121,7 @@ class Browser:
         self._lock = threading.Lock()
         self._session: Any = None
         self._at = 0.0
+        self._statuses = RunStatuses(store)
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of one parameterised query. One at a time: the session's views of tables that have
@@ -136,32 +138,34 @@ class Browser:
 
     # -- runs --------------------------------------------------------------------------------------
     def runs(self) -> list[dict[str, Any]]:
-        """Every run: its flow, status, times, counts and cost (newest first), with runs still going
-        (rows committed, no ``runs`` row yet) as 'running'."""
+        """Every run: its flow, status, times, counts and cost (newest first). A run that says it is
+        running is believed while its heartbeat is fresh, else it is ``crashed``; rows of a run that
+        never recorded itself (an older version's run) show as ``unknown``."""
         done = self._query(
-            "SELECT run_id, flow, status, started_at, ended_at, counts_json, cost_json FROM runs "
-            "ORDER BY started_at DESC"
+            "SELECT run_id, flow, status, cause, started_at, ended_at, counts_json, cost_json "
+            f"FROM ({LATEST_RUNS}) AS runs ORDER BY started_at DESC"
         )
-        out = [_run_row(r) for r in done]
+        out = self._statuses.apply([_run_row(r) for r in done])
         known = {r["run_id"] for r in out}
-        going = self._query(
+        seen = self._query(
             "SELECT run_id, count(*) AS n FROM (SELECT run_id FROM reflections UNION ALL "
             "SELECT run_id FROM trace_replies) GROUP BY run_id ORDER BY run_id DESC"
         )
-        for r in going:
+        for r in seen:
             if r["run_id"] not in known:
-                out.append({"run_id": r["run_id"], "flow": "", "status": "running", "counts": {}, "cost": {}})
+                out.append({"run_id": r["run_id"], "flow": "", "status": "unknown", "counts": {}, "cost": {}})
         return out
 
     def run(self, run_id: str) -> dict[str, Any]:
-        """One run, or UnknownRun: its runs row when it finished, else what its rows say so far."""
+        """One run, or UnknownRun: its latest runs row (with its live status), else what its rows say."""
         rows = self._query(
-            "SELECT run_id, flow, status, started_at, ended_at, counts_json, cost_json, config_json, "
-            "versions_json FROM runs WHERE run_id = ? ORDER BY ended_at DESC LIMIT 1",
+            "SELECT run_id, flow, status, cause, started_at, ended_at, counts_json, cost_json, config_json, "
+            f"versions_json FROM ({LATEST_RUNS}) AS runs WHERE run_id = ?",
             [run_id],
         )
         if rows:
             out = _run_row(rows[0])
+            out["status"] = self._statuses.of(run_id, out["status"])
             out["config"] = _loads(rows[0].get("config_json"))
             out["versions"] = _loads(rows[0].get("versions_json"))
             return out
@@ -176,7 +180,7 @@ class Browser:
         return {
             "run_id": run_id,
             "flow": "",
-            "status": "running",
+            "status": "unknown",
             "counts": {},
             "cost": {},
             "config": {},
@@ -490,6 +494,7 @@ def _run_row(r: dict[str, Any]) -> dict[str, Any]:
         "run_id": r["run_id"],
         "flow": r.get("flow") or "",
         "status": r.get("status") or "",
+        "cause": r.get("cause"),
         "started_at": _iso(r.get("started_at")),
         "ended_at": _iso(r.get("ended_at")),
         "counts": {

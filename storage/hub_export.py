@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.curate import CurationConfig, CurationResult, curate, score_summaries, to_format
@@ -49,6 +50,7 @@ class ExportParams(BaseModel):
     store: str = Field("./factory", description="local path or s3://bucket/prefix")
     table: str = Field("selected", description="selected (recycled pairs) or traces")
     version: int | None = Field(None, ge=0, description="Delta version to read; default: the latest")
+    run_id: str | None = Field(None, description="only this run's rows; default: every run's")
     repo: str | None = Field(None, description="ORG/NAME on the Hub (also the card's name with to_dir)")
     to_dir: str | None = Field(None, description="write the Hub layout to this folder instead of pushing")
     config_name: str = Field("default", description="the dataset config (subset) this export becomes")
@@ -136,8 +138,11 @@ def _scoring_versions(rows: pa.Table) -> list[str]:
     return versions
 
 
-def read_from_store(store: Any, table: str, version: int | None = None) -> tuple[pa.Table, Lineage]:
-    """A table version from a ``storage.store.Store`` (or its URI) and the lineage of its rows.
+def read_from_store(
+    store: Any, table: str, version: int | None = None, run_id: str | None = None
+) -> tuple[pa.Table, Lineage]:
+    """A table version from a ``storage.store.Store`` (or its URI) and the lineage of its rows
+    (``run_id``: that run's rows only).
 
     Without ``version`` the latest is read, and the card records which one that was.
     """
@@ -149,6 +154,8 @@ def read_from_store(store: Any, table: str, version: int | None = None) -> tuple
         if version is None:
             raise ExportError(f"table {table!r} has not been written in {st.uri}")
     rows = st.table(table, version=version)
+    if run_id is not None:
+        rows = rows.filter(pc.field("run_id") == run_id)
     if table == "selected" and st.exists("judgements"):
         rows = with_judgements(st, rows)
     lineage = lineage_of(rows, store=st.uri, table=table, version=version)
@@ -174,16 +181,17 @@ def with_judgements(st: Any, rows: pa.Table) -> pa.Table:
 def _runs(st: Any, run_ids: list[str]) -> list[dict[str, Any]]:
     if not run_ids or not st.exists("runs"):
         return []
-    runs = st.table("runs", columns=["run_id", "flow", "status", "started_at"])
-    wanted = set(run_ids)
-    return sorted(
-        (
-            {k: ("" if v is None else str(v)) for k, v in r.items()}
-            for r in runs.to_pylist()
-            if r["run_id"] in wanted
-        ),
-        key=lambda r: r["run_id"],
+    from storage.runs import LATEST_RUNS
+
+    runs = st.sql(
+        f"SELECT run_id, flow, status, started_at FROM ({LATEST_RUNS}) AS runs "
+        "WHERE list_contains(?, run_id) ORDER BY run_id",
+        params=[sorted(set(run_ids))],
     )
+    names = runs.columns
+    return [
+        {k: ("" if v is None else str(v)) for k, v in zip(names, r, strict=True)} for r in runs.fetchall()
+    ]
 
 
 def load_benchmarks(config: CurationConfig) -> list[Any]:
@@ -414,7 +422,7 @@ def run_export(
     The card shows the plots of the exported rows' runs, read from the store (``run_rows``: rows of
     runs not recorded yet, i.e. the flow's own)."""
     if table is None:
-        table, lineage = read_from_store(params.store, params.table, params.version)
+        table, lineage = read_from_store(params.store, params.table, params.version, params.run_id)
     elif lineage is None:
         lineage = lineage_of(table, table=params.table, version=params.version)
     assert lineage is not None

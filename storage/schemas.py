@@ -1,4 +1,4 @@
-"""Explicit Arrow schemas of the store's tables (DESIGN.md section 4).
+"""Explicit Arrow schemas of the store's tables (docs/architecture.md).
 
 Every row carries ``run_id`` and (except ``runs``) ``source_id``, plus the model, prompt-version
 and stage columns that apply, so any question about lineage is one SQL query. Tables may gain
@@ -88,6 +88,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("stage_seconds_json", pa.string()),
             ("cost_json", pa.string()),  # tasks.cost.cost_report: usage and cost per stage and run
             ("shards_json", pa.string()),  # the final stage's shards: rows, seconds, when they finished
+            ("cause", pa.string()),  # why a run failed, was cancelled or stopped: one line
+            ("host", pa.string()),  # where the run's driver ran
+            ("pid", pa.int64()),  # its process there
         ]
     ),
     "seeds": pa.schema(

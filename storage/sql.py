@@ -2,7 +2,7 @@
 
 Views read the version's Parquet files with ``read_parquet`` (DuckDB 2.0 cannot install the delta
 extension offline, and ``read_parquet`` over a version's file list is as fast as a glob and pushes
-filters down; DESIGN.md section 5). Object stores are read through a pyarrow dataset instead,
+filters down; docs/store.md). Object stores are read through a pyarrow dataset instead,
 since DuckDB's httpfs extension cannot be installed offline either.
 """
 
@@ -53,12 +53,11 @@ class Session:
         dt = self.store.delta(name, version, as_of)
         uris = dt.file_uris() if dt is not None else []
         if dt is not None and uris and self.store.is_local:
-            files = ", ".join("'" + u.replace("'", "''") + "'" for u in uris)
-            # union_by_name reads every file's footer on every query: only pay it when the schema
-            # evolved, i.e. when older files may lack newer columns.
-            union = ", union_by_name=true" if _schema_evolved(self.store, name, dt) else ""
-            scan = f"read_parquet([{files}]{union})"
-            self.con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM {scan}')
+            # The file list is given to DuckDB as a value, never pasted into SQL text. union_by_name
+            # reads every file's footer on every query: only pay it when the schema evolved, i.e.
+            # when older files may lack newer columns.
+            scan = self.con.read_parquet(uris, union_by_name=_schema_evolved(self.store, name, dt))
+            scan.create_view(view, replace=True)
             return
         source: Any
         if dt is None:
@@ -77,11 +76,12 @@ class Session:
             self._view(f"{name}__v{version}", name, version=version, as_of=None)
         return text
 
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        return self.con.sql(self._prepare(query))
+    def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """A relation over the store; values go in ``params`` (``?`` placeholders)."""
+        return self.con.sql(self._prepare(query), params=params)
 
-    def execute(self, query: str) -> duckdb.DuckDBPyConnection:
-        return self.con.execute(self._prepare(query))
+    def execute(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        return self.con.execute(self._prepare(query), params or [])
 
 
 def _schema_evolved(store: Tables, name: str, dt: Any) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -40,6 +41,9 @@ _TRANSIENT = ("500 Internal", "502 ", "503 ", "504 ", "Connection refused", "err
 # Columns whose min/max statistics Delta keeps per file: what shard reads and run filters prune on.
 # A checkpoint every 20 commits keeps each read of a table's log short (a run commits once per shard).
 TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key", "delta.checkpointInterval": "20"}
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 
 
 class StoreError(RuntimeError):
@@ -196,7 +200,7 @@ class Store:
         props = CommitProperties(
             max_commit_retries=MAX_COMMIT_RETRIES, app_transactions=[Transaction(app_id=app_id, version=1)]
         )
-        predicate = "shard_key = '" + app_id.replace("'", "''") + "'"
+        predicate = f"shard_key = '{app_id}'"  # delta-rs binds no values: the key is checked (_app_id)
         return self._write(
             name,
             table,
@@ -302,11 +306,12 @@ class Store:
     def tables(self) -> list[str]:
         return [t for t in TABLES if self.exists(t)]
 
-    def sql(self, query: str, *, as_of: datetime | str | None = None) -> Any:
-        """A DuckDB relation over every table (views), with ``table@v3`` time travel."""
+    def sql(self, query: str, *, params: list[Any] | None = None, as_of: datetime | str | None = None) -> Any:
+        """A DuckDB relation over every table (views), with ``table@v3`` time travel; values go in
+        ``params`` (``?`` placeholders), never into the text."""
         from .sql import connect
 
-        return connect(self, as_of=as_of).sql(query)
+        return connect(self, as_of=as_of).sql(query, params=params)
 
 
 def _files_with(dt: DeltaTable, key: str) -> list[str]:
@@ -327,7 +332,12 @@ def _committed(dt: DeltaTable | None, app_id: str) -> bool:
 
 
 def _app_id(run_id: str, stage: str, name: str, shard: int) -> str:
-    return f"reflectory/{run_id}/{stage}/{name}/{shard}"
+    """A shard's key. Its parts come from an allow-list of characters (``SAFE_ID``): the key goes into
+    a Delta predicate, whose API takes text only."""
+    for what, value in (("run id", run_id), ("stage", stage), ("table", name)):
+        if not SAFE_ID.fullmatch(value):
+            raise StoreError(f"{what} {value!r} may hold only letters, digits and . _ : -")
+    return f"reflectory/{run_id}/{stage}/{name}/{int(shard)}"
 
 
 def _env_storage_options(uri: str) -> dict[str, str]:

@@ -184,7 +184,7 @@ class ScoreRequest:
 
     ``context == ""`` is a *direct* pass: the target alone, with the special tokens the tokenizer
     adds. Otherwise ``context`` is already rendered text (a prompt prefix) and the target follows it
-    immediately, tokenised together (DESIGN.md section 3).
+    immediately, tokenised together (docs/scoring.md).
     """
 
     context: str

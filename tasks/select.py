@@ -1,4 +1,4 @@
-"""The student's choice among a pair's variants: the reference decision tree (DESIGN.md section 2).
+"""The student's choice among a pair's variants: the reference decision tree (docs/recycle.md).
 
 Variants: ori = (x0, y0), Q = (x1, y1), A = (x0, y0'), QA = (x1, y1'). If IFD(Q) > IFD(ori) the
 reflected instruction is harder for the student and its branch is taken: QA is kept when

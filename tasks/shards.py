@@ -1,6 +1,6 @@
 """Prefect tasks, one per (stage, shard): ask the store, compute with an engine, commit once, summarise.
 
-Resume has one owner, the store (DESIGN.md section 4). A task first asks whether its shard is
+Resume has one owner, the store (docs/architecture.md). A task first asks whether its shard is
 committed; if so it reads that shard back (only its files) and returns the summary, spending no
 engine time. Otherwise it reads its inputs (the upstream stages' rows of the same shard) from the
 store, calls the pure stage logic with an engine, commits the rows once (a Delta app transaction),

@@ -3,6 +3,9 @@
     python -m tests.crash_points kill-after-commits TABLE N -- run recycle ...
         SIGKILL this process group right after the N-th shard commit to TABLE. Commits are
         serialised, so exactly N shards of TABLE are in the store when the process dies.
+    python -m tests.crash_points signal-after-commits SIGNAL TABLE N -- run recycle ...
+        Send SIGNAL (INT: what Ctrl-C sends) to this process group right after the N-th shard
+        commit to TABLE, once, and carry on as the command would.
     python -m tests.crash_points kill-replicas-after-batches N -- run recycle ...
         SIGKILL every replica process of the teacher's pool once N batch calls have returned, then
         carry on: the next batches find dead replicas, which Ray restarts and the pool retries.
@@ -16,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -25,7 +29,13 @@ def say(text: str) -> None:
 
 
 def kill_after_commits(table: str, n: int) -> None:
+    signal_after_commits("KILL", table, n)
+
+
+def signal_after_commits(name: str, table: str, n: int) -> None:
     from storage.store import Store
+
+    sig = signal.Signals[f"SIG{name}"]
 
     original = Store.commit_shard
     lock = threading.Lock()
@@ -38,8 +48,9 @@ def kill_after_commits(table: str, n: int) -> None:
             if name == table and committed:
                 done += 1
                 if done == n:
-                    say(f"crash point: {n} shards of {table} committed; killing")
-                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                    at = f"{time.time():.3f}"
+                    say(f"crash point: {n} shards of {table} committed; sending {sig.name} at {at}")
+                    os.killpg(os.getpgrp(), sig)
             return committed
 
     Store.commit_shard = commit_shard  # type: ignore[method-assign]
@@ -71,12 +82,15 @@ def main(argv: list[str]) -> None:
     point, cli = argv[:split], argv[split + 1 :]
     if point[0] == "kill-after-commits":
         kill_after_commits(point[1], int(point[2]))
+    elif point[0] == "signal-after-commits":
+        signal_after_commits(point[1], point[2], int(point[3]))
     elif point[0] == "kill-replicas-after-batches":
         kill_replicas_after_batches(int(point[1]))
     else:
         raise SystemExit(f"unknown crash point {point[0]!r}")
     from flows.cli import app
 
+    sys.argv = ["reflectory", *cli]  # what the command sees of its own command line
     app(cli, prog_name="reflectory")
 
 

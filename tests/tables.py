@@ -29,3 +29,16 @@ def recycle_tables(store: str | Path, run_id: str) -> dict[str, object]:
             f"WHERE run_id = {run} ORDER BY source_id"
         ).fetchall(),
     }
+
+
+def run_row(store: str | Path | Store, run_id: str, *columns: str) -> tuple:
+    """The run's latest ``runs`` row (a run writes one when it starts and one when it ends)."""
+    from storage.runs import LATEST_RUNS
+
+    rows = (
+        (store if isinstance(store, Store) else Store(str(store)))
+        .sql(f"SELECT {', '.join(columns)} FROM ({LATEST_RUNS}) AS runs WHERE run_id = ?", params=[run_id])
+        .fetchall()
+    )
+    assert len(rows) == 1, f"run {run_id}: {len(rows)} latest rows"
+    return rows[0]

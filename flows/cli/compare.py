@@ -47,6 +47,10 @@ def compare_command(
     test_sets_dir: Annotated[
         str | None, typer.Option(help="folder of the test set files [default: data/benchmarks]")
     ] = None,
+    judge_price: Annotated[
+        list[str] | None,
+        typer.Option(help="judge price KEY=VALUE: input, output ($ per 1M tokens) or device_hour ($)"),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="only the first N questions of each test set")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="tokens per generated answer [default: 512]")] = None,
     judge_max_tokens: Annotated[
@@ -75,6 +79,7 @@ def compare_command(
     from flows.cli.env import prefect_defaults
 
     prefect_defaults()
+    from flows.cli.run import parse_prices
     from flows.config_files import read_config
     from flows.params import CompareParams
     from infra.engines.spec import parse_options
@@ -90,6 +95,8 @@ def compare_command(
             model["spec"] = judge
         if judge_option:
             model["options"] = {**(model.get("options") or {}), **parse_options(judge_option)}
+        if judge_price:
+            model["prices"] = {**(model.get("prices") or {}), **parse_prices(judge_price)}
         if model:
             judge_cfg["model"] = model
         if judge_max_tokens is not None:
@@ -119,7 +126,9 @@ def compare_command(
     except Exception as exc:
         err.print(f"[red]bad parameters:[/] {exc}")
         raise typer.Exit(2) from exc
-    summary = run_compare(params)
+    from flows.cli.interrupts import cancellable
+
+    summary = cancellable(lambda: run_compare(params))
     if as_json:
         print(json.dumps(_json_summary(summary)), flush=True)
     else:

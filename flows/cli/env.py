@@ -6,7 +6,7 @@ import os
 
 
 def prefect_defaults() -> None:
-    """Settings that make a serverless Prefect run work on small machines (DESIGN.md section 5).
+    """Settings that make a serverless Prefect run work on small machines (docs/architecture.md).
 
     Nothing here forces offline mode: a Hub model id downloads on a connected machine.
     """

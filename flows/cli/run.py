@@ -182,7 +182,9 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
         except Exception as exc:
             err.print(f"[red]bad parameters:[/] {exc}")
             raise typer.Exit(2) from exc
-        summary = run_flow(name, params)
+        from flows.cli.interrupts import cancellable
+
+        summary = cancellable(lambda: run_flow(name, params))
         _print_summary(name, summary, params.store)
         exit_now(0)
 

@@ -49,21 +49,21 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
         html = env.get_template(name).render(request=request, query=_query_string, **context)
         return HTMLResponse(html)
 
-    async def runs(request: Request) -> Response:
+    def runs(request: Request) -> Response:
         rows = browser.runs()
         if request.url.path.startswith("/api/"):
             return JSONResponse({"runs": rows})
         return page("runs.html", request, runs=rows)
 
-    async def run(request: Request) -> Response:
+    def run(request: Request) -> Response:
         info = _run_or_404(browser, request.path_params["run_id"])
         target = "traces" if info.get("flow") == "traces" else "pairs"
         return RedirectResponse(f"/runs/{_quote(info['run_id'])}/{target}", status_code=302)
 
-    async def pairs(request: Request) -> Response:
+    def pairs(request: Request) -> Response:
         return listing(request, PairFilter, browser.pairs, "pairs.html")
 
-    async def pair(request: Request) -> Response:
+    def pair(request: Request) -> Response:
         run_id, source_id = request.path_params["run_id"], request.path_params["source_id"]
         _run_or_404(browser, run_id)
         data = browser.pair(run_id, source_id)
@@ -73,7 +73,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
             return JSONResponse(data)
         return page("pair.html", request, p=data)
 
-    async def traces(request: Request) -> Response:
+    def traces(request: Request) -> Response:
         return listing(request, TraceFilter, browser.traces, "traces.html")
 
     def listing(
@@ -93,7 +93,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
         )
         return page(template, request, run=info, f=f, listing=found, **extra)
 
-    async def failures(request: Request) -> Response:
+    def failures(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         info = _run_or_404(browser, run_id)
         data = browser.failures(run_id)
@@ -101,7 +101,7 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
             return JSONResponse({"run": info, **data})
         return page("failures.html", request, run=info, data=data)
 
-    async def report(request: Request) -> Response:
+    def report(request: Request) -> Response:
         """The run's report page, drawn now from the store (never written anywhere)."""
         from storage.report import plots
         from storage.report.data import ReportError, collect
@@ -115,12 +115,12 @@ def create_app(store: Store, *, refresh_s: float = 2.0) -> Starlette:
             raise HTTPException(404, str(exc)) from None
         return HTMLResponse(render(data, plots.draw_all(data), store_uri=store.uri))
 
-    async def live(request: Request) -> Response:
+    def live(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         info = _run_or_404(browser, run_id)
         return JSONResponse({"status": info["status"], "shards": browser.shards(run_id)})
 
-    async def export(request: Request) -> Response:
+    def export(request: Request) -> Response:
         run_id, fmt = request.path_params["run_id"], request.path_params["fmt"]
         if fmt not in ("jsonl", "parquet"):
             raise HTTPException(404, f"no export as {fmt!r}: export.jsonl or export.parquet")

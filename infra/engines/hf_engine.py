@@ -3,7 +3,7 @@
 Scoring runs the backbone once per length-sorted batch and applies the vocabulary projection only
 at the positions that predict target tokens, in chunks: on a CPU the projection over a 49k
 vocabulary is about a fifth of the FLOPs per token and a full-sequence log-softmax is memory-bound
-(DESIGN.md section 5).
+(docs/architecture.md).
 """
 
 from __future__ import annotations

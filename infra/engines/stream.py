@@ -2,7 +2,7 @@
 
 ``LLM.generate`` adds a call's requests and steps until all of them are done, so a replica's next
 call waits for the slowest reply of the current one, and one invalid prompt fails the whole call
-(DESIGN.md section 5). Here one thread owns the engine and loops: admit every request submitted
+(docs/architecture.md). Here one thread owns the engine and loops: admit every request submitted
 since the last step (``add_request``; a request the engine refuses fails alone), run one ``step``,
 and hand each finished request to its caller. Any number of callers (the threads of a Ray replica
 serving many shard tasks) submit concurrently; the engine schedules everything it holds up to its

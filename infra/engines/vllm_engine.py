@@ -8,7 +8,7 @@ refuses becomes that request's error, not the call's.
 
 The options cover what a 70B-class teacher needs on the hardware a user has: dtype, quantization,
 tensor and pipeline parallelism, CPU offload, KV-cache dtype, memory utilisation. The CPU build's
-settings (DESIGN.md section 5) are applied on the CPU build only (``infra.platform``); on a GPU vLLM
+settings (docs/architecture.md) are applied on the CPU build only (``infra.platform``); on a GPU vLLM
 keeps its own defaults (a separate engine-core process, compiled CUDA graphs). Inside a Ray
 placement group (a replica with tensor or pipeline parallelism, ``infra.placement``) vLLM runs its
 workers in the group's bundles.
@@ -71,7 +71,7 @@ def llm_arguments(model: str, opts: VLLMOptions, *, on_cpu: bool, in_placement_g
     if opts.cpu_offload_gb:
         kwargs["cpu_offload_gb"] = opts.cpu_offload_gb
     if opts.max_num_seqs or on_cpu:
-        # On a CPU, 16 sequences at once measured faster than more (DESIGN.md section 5).
+        # On a CPU, 16 sequences at once measured faster than more (docs/architecture.md).
         kwargs["max_num_seqs"] = opts.max_num_seqs or CPU_REQUESTS_PER_CALL
     if not on_cpu:
         kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization

@@ -23,19 +23,15 @@ class ReportError(RuntimeError):
     """The run is not in the store, or its rows cannot be read; says which."""
 
 
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def recycle_queries(run: str) -> dict[str, str]:
-    """The SQL behind each recycle plot (``run``: the run id as an SQL literal)."""
+def recycle_queries() -> dict[str, str]:
+    """The SQL behind each recycle plot; ``$run`` is the run id, bound as a parameter."""
     return {
-        "distributions": f"""
+        "distributions": """
             SELECT variant, ifd_ppl AS ifd, rifd_ppl AS rifd FROM scores
-            WHERE run_id = {run} AND score_error IS NULL AND ifd_ppl IS NOT NULL
+            WHERE run_id = $run AND score_error IS NULL AND ifd_ppl IS NOT NULL
               AND rifd_ppl IS NOT NULL AND isfinite(ifd_ppl) AND isfinite(rifd_ppl)
             ORDER BY variant, source_id""",
-        "scatter": f"""
+        "scatter": """
             WITH v AS (
               SELECT source_id,
                      max(ifd_ppl) FILTER (WHERE variant = 'ori') AS ori_ifd,
@@ -44,37 +40,36 @@ def recycle_queries(run: str) -> dict[str, str]:
                      max(rifd_ppl) FILTER (WHERE variant = 'Q') AS q_rifd,
                      max(rifd_ppl) FILTER (WHERE variant = 'A') AS a_rifd,
                      max(rifd_ppl) FILTER (WHERE variant = 'QA') AS qa_rifd
-              FROM scores WHERE run_id = {run} AND score_error IS NULL GROUP BY source_id)
+              FROM scores WHERE run_id = $run AND score_error IS NULL GROUP BY source_id)
             SELECT v.*, s.branch, s.kept, s.reason FROM v JOIN selected s USING (source_id)
-            WHERE s.run_id = {run} ORDER BY source_id""",
-        "reasons": f"""
-            SELECT reason, kept, count(*) AS n FROM selected WHERE run_id = {run}
+            WHERE s.run_id = $run ORDER BY source_id""",
+        "reasons": """
+            SELECT reason, kept, count(*) AS n FROM selected WHERE run_id = $run
             GROUP BY ALL ORDER BY n DESC, reason""",
     }
 
 
-def traces_queries(run: str) -> dict[str, str]:
+def traces_queries() -> dict[str, str]:
     """The SQL behind each traces plot."""
     return {
-        "funnel": f"""
+        "funnel": """
             SELECT count(*) AS replies, count(*) FILTER (WHERE valid) AS valid,
                    count(*) FILTER (WHERE valid AND verified) AS verified,
                    count(*) FILTER (WHERE kept) AS kept
-            FROM traces WHERE run_id = {run}""",
-        "reasons": f"""
+            FROM traces WHERE run_id = $run""",
+        "reasons": """
             SELECT coalesce(reason, invalid_reason, 'none') AS reason, kept, count(*) AS n
-            FROM traces WHERE run_id = {run} GROUP BY ALL ORDER BY n DESC, reason""",
-        "distributions": f"""
+            FROM traces WHERE run_id = $run GROUP BY ALL ORDER BY n DESC, reason""",
+        "distributions": """
             SELECT 'trace' AS variant, ifd_ppl AS ifd, NULL::DOUBLE AS rifd FROM traces
-            WHERE run_id = {run} AND ifd_ppl IS NOT NULL AND isfinite(ifd_ppl) ORDER BY source_id""",
+            WHERE run_id = $run AND ifd_ppl IS NOT NULL AND isfinite(ifd_ppl) ORDER BY source_id""",
     }
 
 
 def judge_numbers(session: Any, run_id: str) -> dict[str, Any] | None:
     """The judge stage's verdicts (the reflected response against the original: A's wins, ties,
     losses, failed, winning score) and the kept pairs' ratings; None when the run was not judged."""
-    run = sql_literal(run_id)
-    rows = session.sql(f"SELECT outcome, rating FROM judgements WHERE run_id = {run}").fetchall()
+    rows = session.sql("SELECT outcome, rating FROM judgements WHERE run_id = ?", params=[run_id]).fetchall()
     if not rows:
         return None
     ratings = [r for _, r in rows if r is not None]
@@ -86,17 +81,20 @@ def judge_numbers(session: Any, run_id: str) -> dict[str, Any] | None:
     }
 
 
-def compare_queries(run: str) -> dict[str, str]:
+def compare_queries() -> dict[str, str]:
     """The SQL behind a comparison's plot: each test set's outcomes."""
     return {
-        "comparison": f"""
-            SELECT test_set, outcome, count(*) AS n FROM comparisons WHERE run_id = {run}
+        "comparison": """
+            SELECT test_set, outcome, count(*) AS n FROM comparisons WHERE run_id = $run
             GROUP BY ALL ORDER BY test_set, outcome""",
     }
 
 
-def run_query(run: str) -> str:
-    return f"SELECT * FROM runs WHERE run_id = {run} ORDER BY ended_at DESC LIMIT 1"
+def run_query() -> str:
+    """The run's latest ``runs`` row (``storage.runs``)."""
+    from storage.runs import LATEST_RUNS
+
+    return f"SELECT * FROM ({LATEST_RUNS}) AS runs WHERE run_id = $run"
 
 
 def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -106,18 +104,21 @@ def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> d
     comes before the row that records it)."""
     from storage.sql import connect
 
-    run = sql_literal(run_id)
     session = connect(store)
-    rows = [run_row] if run_row is not None else _records(session, run_query(run))
+    bound = {"run": run_id}
+    rows = [run_row] if run_row is not None else _records(session, run_query(), bound)
     if not rows:
         known = [
-            r["run_id"] for r in _records(session, "SELECT run_id FROM runs ORDER BY ended_at DESC LIMIT 5")
+            r["run_id"]
+            for r in _records(
+                session, "SELECT run_id FROM runs GROUP BY run_id ORDER BY max(started_at) DESC LIMIT 5"
+            )
         ]
         hint = f" (latest: {', '.join(known)})" if known else " (the store has no finished run)"
         raise ReportError(f"run {run_id!r} is not in the runs table of {store.uri}{hint}")
     row = rows[0]
     flow = row["flow"]
-    queries = {"recycle": recycle_queries, "traces": traces_queries, "compare": compare_queries}[flow](run)
+    queries = {"recycle": recycle_queries, "traces": traces_queries, "compare": compare_queries}[flow]()
     data: dict[str, Any] = {
         "run": _run_section(row),
         "stages": _stages(row),
@@ -125,7 +126,7 @@ def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> d
         "queries": {k: " ".join(q.split()) for k, q in queries.items()},
     }
     for name, query in queries.items():
-        data[name] = _records(session, query)
+        data[name] = _records(session, query, bound)
     data["sampled"] = _sample(data.get("distributions", []))
     data["judge"] = judge_numbers(session, run_id) if flow == "recycle" else None
     return data
@@ -191,8 +192,8 @@ def _sample(rows: list[dict[str, Any]]) -> bool:
     return True
 
 
-def _records(session: Any, query: str) -> list[dict[str, Any]]:
-    relation = session.sql(query)
+def _records(session: Any, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    relation = session.sql(query, params=params)
     names = relation.columns
     return [dict(zip(names, _plain(values), strict=True)) for values in relation.fetchall()]
 

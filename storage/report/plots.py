@@ -18,22 +18,21 @@ KEPT, DROPPED = "#2a7f62", "#c0504d"
 
 
 def _figure(ncols: int = 1) -> tuple[Any, Any]:
-    import matplotlib
+    """A figure of its own, outside pyplot's global state: the viewer draws in several threads."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, squeeze=False)
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+    axes = fig.subplots(1, ncols, squeeze=False)
     return fig, list(axes[0])
 
 
 def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     buf = io.BytesIO()
+    FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -2,7 +2,7 @@
 
 - ``alpaca``: ``instruction``, ``input``, ``output``. A trace row becomes (question, "", raw trace).
 - ``messages``: one user turn (instruction, plus a blank line and the input when there is one,
-  as in DESIGN.md section 3) and one assistant turn.
+  as in docs/scoring.md) and one assistant turn.
 - ``traces``: the Reflection system prompt, the question, and the teacher's whole trace
   (``<thinking>``/``<reflection>``/``<output>``) as the assistant turn: what a model is trained on
   to answer in that format.

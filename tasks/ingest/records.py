@@ -32,7 +32,7 @@ class Pair:
 
     @property
     def user_message(self) -> str:
-        """The instruction, with the input after a blank line when there is one (DESIGN.md 3)."""
+        """The instruction, with the input after a blank line when there is one (docs/scoring.md)."""
         return user_message(self.instruction, self.input)
 
 

@@ -1,4 +1,4 @@
-"""IFD and r-IFD from token log-probabilities (DESIGN.md section 3).
+"""IFD and r-IFD from token log-probabilities (docs/scoring.md).
 
 L(t | c) is the mean cross-entropy of t's tokens given c. IFD(y | x) = exp(L(y|x) - L(y)) (ppl form)
 and L(y|x) / L(y) (loss form); r-IFD(x | y) is the same with the reversed prompt. Both forms agree

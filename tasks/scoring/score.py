@@ -31,7 +31,7 @@ class PairText:
 
 @dataclass(frozen=True)
 class PairRequests:
-    """The four passes of one pair (DESIGN.md section 3)."""
+    """The four passes of one pair (docs/scoring.md)."""
 
     cond_response: ScoreRequest
     direct_response: ScoreRequest

@@ -1,4 +1,4 @@
-"""Prompt formats: how a pair becomes the four texts that IFD and r-IFD score (DESIGN.md section 3).
+"""Prompt formats: how a pair becomes the four texts that IFD and r-IFD score (docs/scoring.md).
 
 Two families:
 

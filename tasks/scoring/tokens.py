@@ -1,7 +1,7 @@
 """Which tokens of a (context, target) text are the target's, and what fits in ``max_length``.
 
 Pure: the tokenizer comes in as a callable returning token ids and character offsets, so this is
-tested in milliseconds and shared by every engine (DESIGN.md section 3).
+tested in milliseconds and shared by every engine (docs/scoring.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class SpecialTokens:
 
     Llama 2 and 3 add a BOS in front (``prefix``); SmolLM2 declares ``<|im_start|>`` as its BOS but
     adds nothing; some tokenizers append an EOS (``suffix``). Scoring gives every text exactly
-    these, as the reference's ``tokenizer.encode`` does (DESIGN.md section 3).
+    these, as the reference's ``tokenizer.encode`` does (docs/scoring.md).
     """
 
     prefix: tuple[int, ...] = ()

@@ -6,6 +6,7 @@ nodes, the summary names the node of each shard, and a worker node killed in the
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from storage.store import Store
 from tests.cluster import RayCluster
 from tests.prefect_home import seeded
-from tests.tables import recycle_tables
+from tests.tables import recycle_tables, run_row
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ def cluster(tmp_path: Path) -> Iterator[RayCluster]:
 
 
 def _nodes(store: Path, run_id: str) -> list[list[str]]:
-    [(shards,)] = Store(str(store)).sql(f"SELECT shards_json FROM runs WHERE run_id = '{run_id}'").fetchall()
+    (shards,) = run_row(store, run_id, "shards_json")
     return [s["nodes"] for s in json.loads(shards)]
 
 
@@ -75,7 +76,8 @@ def test_a_killed_worker_node_costs_no_row_and_duplicates_none(
     clean_out = _finish(_flow(cluster, tmp_path, tiny_model_path, store, "clean"))
     # Two replicas, spread: both nodes computed shards, and the summary says which.
     assert len({node for nodes in _nodes(store, "clean") for node in nodes}) == 2
-    assert clean_out.count("shards") >= 2
+    # One line per node: "node 0123456789ab | 3 shards" (a table cell each side of a border).
+    assert len(re.findall(r"node [0-9a-f]{12}\W+\d+ shards", clean_out)) == 2, clean_out
 
     faulty = _flow(cluster, tmp_path, tiny_model_path, store, "faulty")
     deadline = time.monotonic() + 300

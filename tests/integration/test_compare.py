@@ -26,6 +26,7 @@ from storage.test_sets import read_test_sets
 from tests.judge_reference import reference_outcome, reference_parse
 from tests.judge_server import JudgeServer, judge_server
 from tests.prefect_home import seeded
+from tests.tables import run_row
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,8 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]
     with judge_server(reply) as server:
         spec = f"openai:judge@{server.url}"
         args = ["--answers-a", str(a), "--answers-b", str(b), "--judge", spec, "--json", "--run-id", "cmp",
-                "--shard-size", "5", "--test-sets-dir", str(ROOT / "data" / "benchmarks")]  # fmt: skip
+                "--shard-size", "5", "--test-sets-dir", str(ROOT / "data" / "benchmarks"),
+                "--judge-price", "input=2", "--judge-price", "output=10"]  # fmt: skip
         first = compare(tmp, *args)
         asked = len(server.requests)
         again = compare(tmp, *args)
@@ -149,6 +151,25 @@ def test_verdicts_are_stored_with_their_lineage(judged: tuple[Any, ...]) -> None
     failed = [r for r in rows if r["outcome"] == "failed"]
     assert all(r["failure"] and "no_score_pair" in r["failure"] for r in failed)
     assert all(r["reply_a_first"] and r["reply_b_first"] for r in rows)
+
+
+def test_the_runs_row_has_the_judges_cost_shards_and_fingerprint(judged: tuple[Any, ...]) -> None:
+    """The comparison lives the run context's life: started, then completed, with its judge priced."""
+    tmp, server, sets, *_ = judged
+    store = Store(str(tmp / "store"))
+    statuses = store.sql(
+        "SELECT status FROM runs WHERE run_id = 'cmp' ORDER BY started_at, ended_at NULLS FIRST"
+    )
+    assert [s for (s,) in statuses.fetchall()] == ["running", "completed", "running", "completed"]
+    row = run_row(store, "cmp", "cost_json", "shards_json", "versions_json")
+    cost, shards, versions = (json.loads(text) for text in row)
+    # The server bills 100 prompt and 20 completion tokens a reply; two replies an item.
+    replies = 2 * len(sets)
+    assert cost["prompt_tokens"] == 100 * replies and cost["completion_tokens"] == 20 * replies
+    assert cost["total"] == pytest.approx(replies * (100 * 2 + 20 * 10) / 1e6) and cost["priced"] is True
+    assert sorted(s["shard"] for s in shards) == [0, 1, 2]  # 12 items in shards of 5
+    assert versions["judge"]["spec"] == f"openai:judge@{server.url}"
+    assert versions["judge_prompt"] == "judge_pair/v1"
 
 
 def test_a_rerun_with_the_same_id_resumes_without_asking_again(judged: tuple[Any, ...]) -> None:

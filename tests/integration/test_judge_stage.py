@@ -19,6 +19,7 @@ import pytest
 
 from storage.store import Store
 from tests.integration.test_recycle_flow import env, write_input
+from tests.tables import run_row
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def test_every_pair_is_judged_and_every_kept_pair_rated(clean: tuple[Path, Path,
         else:
             assert r["kept_variant"] is None and r["rating_reply"] is None
     assert "judge: reflected vs original" in stdout
-    [(counts,)] = st.sql("SELECT counts_json FROM runs WHERE run_id = 'clean'").fetchall()
+    (counts,) = run_row(st, "clean", "counts_json")
     judged = json.loads(counts)["judge"]
     assert judged["wins"] + judged["ties"] + judged["losses"] + judged["failed"] == PAIRS
     page = (store / "reports" / "report-clean.html").read_text()
@@ -101,5 +102,7 @@ def test_a_run_killed_while_judging_resumes_to_the_same_judgements(
                          env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert judgements(store, "crashy") == judgements(store, "clean")
-    [(counts,)] = Store(str(store)).sql("SELECT counts_json FROM runs WHERE run_id = 'crashy'").fetchall()
-    assert json.loads(counts)["resumed_shards"] == PAIRS  # every select shard was committed before the kill
+    (counts,) = run_row(store, "crashy", "counts_json")
+    resumed = json.loads(counts)["resumed_by_stage"]
+    assert resumed["select"] == PAIRS  # every select shard was committed before the kill
+    assert resumed["judge"] == 2  # the two judged shards were read back, not judged again

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from storage.store import Store
+from tests.tables import run_row
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -92,7 +93,7 @@ def test_every_pair_has_one_decision_and_long_ones_name_the_cause(run) -> None:
     for sid, _stage, status in statuses:
         if sid in long_ids:
             assert status.startswith("prompt_too_long: ") and status.endswith(f"> {CONTEXT - 1}")
-    runs = json.loads(st.sql("SELECT counts_json FROM runs WHERE run_id = 'long'").fetchall()[0][0])
+    runs = json.loads(run_row(st, "long", "counts_json")[0])
     assert runs["failures"] == {"instruction/prompt_too_long": 2, "response/prompt_too_long": 2}
     assert set(runs["occupancy"]) >= {"instruction", "response", "score"}
 

@@ -1,7 +1,7 @@
 """Persistent replicas on a Ray head: a second run (another process) reuses the loaded models.
 
 This is what lets a scheduled run on a long-lived Ray head skip model loading: replicas are named,
-detached actors, found again by name (DESIGN.md section 5).
+detached actors, found again by name (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from storage.browse import Browser
 from storage.store import Store
 from tests.prefect_home import seeded
+from tests.tables import run_row
 
 pytestmark = pytest.mark.slow
 
@@ -119,15 +123,13 @@ def test_recycle_fills_tables(clean: CleanRun) -> None:
     assert st.sql("SELECT count(DISTINCT source_id) FROM scores WHERE run_id = 'clean'").fetchall() == [(6,)]
     assert st.sql("SELECT DISTINCT scoring_version FROM scores").fetchall() == [("scoring/v2",)]
     assert len(clean.selected) == 6
-    runs = st.sql(
-        "SELECT status, counts_json, versions_json, tokens_json FROM runs WHERE run_id = 'clean'"
-    ).fetchall()
-    status, counts, versions, tokens = runs[0]
+    status, counts, versions, tokens = run_row(st, "clean", "status", "counts_json", "versions_json",
+                                               "tokens_json")  # fmt: skip
     assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
     assert json.loads(versions)["scoring"] == "scoring/v2"
     assert {t["stage"] for t in json.loads(tokens)} == {"instruction", "response"}
     # No prices given: usage is recorded and shown, a cost never.
-    [(cost_json,)] = st.sql("SELECT cost_json FROM runs WHERE run_id = 'clean'").fetchall()
+    (cost_json,) = run_row(st, "clean", "cost_json")
     cost = json.loads(cost_json)
     assert cost["total"] is None and all(s["cost"] is None for s in cost["stages"])
     assert cost["prompt_tokens"] > 0 and cost["device_hours"] > 0
@@ -141,6 +143,10 @@ def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> No
     )
     assert "crash point: 2 shards of selected committed" in crashed
     assert len(selected(clean.store, "crashy")) == 2
+    # It died without a word: its last row says running, and readers call it crashed (its process is
+    # gone from this host), not running forever.
+    assert run_row(clean.store, "crashy", "status") == ("running",)
+    assert Browser(Store(str(clean.store))).run("crashy")["status"] == "crashed"
 
     run(recycle_cmd(*clean.args("crashy")), clean.tmp)
     assert run_counts(clean.store, "crashy")["resumed_shards"] == 2  # read back, not recomputed
@@ -149,6 +155,24 @@ def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> No
     assert resumed == clean.selected  # same decisions: the teacher and student are deterministic here
     # Every shard's rows exactly once: the resumed run has as many rows as the clean one.
     assert clean.counts("crashy") == clean.counts("clean")
+
+
+def test_ctrl_c_cancels_the_run_in_seconds_and_keeps_what_it_committed(clean: CleanRun) -> None:
+    """SIGINT to the process group (what Ctrl-C sends) after the first shard of ``selected``."""
+    cmd = crashing_cmd(["signal-after-commits", "INT", "selected", "1"], *clean.args("interrupted"))
+    out = subprocess.run(cmd, env=env(clean.tmp), capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         start_new_session=True)  # fmt: skip
+    ended = time.time()
+    assert out.returncode == 130, out.stdout[-3000:] + out.stderr[-3000:]
+    sent = float(re.search(r"sending SIGINT at (\d+\.\d+)", out.stderr).group(1))  # type: ignore[union-attr]
+    assert ended - sent < 60, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
+    assert "Resume it with: reflectory run recycle" in out.stderr and "--run-id interrupted" in out.stderr
+    assert run_row(clean.store, "interrupted", "status", "cause") == ("cancelled", "interrupted (Ctrl-C)")
+    assert Browser(Store(str(clean.store))).run("interrupted")["status"] == "cancelled"
+    kept = selected(clean.store, "interrupted")
+    assert len(kept) >= 1 and len({r[0] for r in kept}) == len(kept)
+    assert set(kept) <= set(clean.selected)
 
 
 def test_killed_engine_replicas_cost_no_rows(clean: CleanRun) -> None:
@@ -178,7 +202,7 @@ def test_a_deleted_store_means_every_shard_is_computed_again(clean: CleanRun) ->
 
 
 def run_counts(store: Path, run_id: str) -> dict:
-    [(counts,)] = Store(str(store)).sql(f"SELECT counts_json FROM runs WHERE run_id = '{run_id}'").fetchall()
+    (counts,) = run_row(store, run_id, "counts_json")
     return json.loads(counts)
 
 
@@ -208,6 +232,6 @@ def test_a_config_file_run_without_flags_uses_the_files_values(clean: CleanRun, 
         "FROM reflections WHERE run_id = 'cfg'"
     ).fetchall()
     assert teachers == [f"hf:{clean.model}"] and most <= 8 and "truncated" in statuses
-    [(config_json,)] = store.sql("SELECT config_json FROM runs WHERE run_id = 'cfg'").fetchall()
+    (config_json,) = run_row(store, "cfg", "config_json")
     assert json.loads(config_json)["sampling"]["max_tokens"] == 8
     assert not (ROOT / "cfgstore").exists() and not (tmp_path / "factory").exists()

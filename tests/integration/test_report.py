@@ -61,7 +61,7 @@ def smol_run(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Simp
          "--student-price", f"device_hour={STUDENT_DEVICE_HOUR}"],
         env,
     )  # fmt: skip
-    [run_id] = [r["run_id"] for r in Store(str(store)).table("runs").to_pylist()]
+    [run_id] = {r["run_id"] for r in Store(str(store)).table("runs").to_pylist()}
     return SimpleNamespace(store=store, run_id=run_id, api=prefect_api, out=run.stdout, env=env, tmp=tmp)
 
 

@@ -22,6 +22,7 @@ import pytest
 from storage.store import Store
 from tests.hub_server import HubServer
 from tests.integration.conftest import ROOT, prefect_env
+from tests.tables import run_row
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,7 @@ def test_cost_is_the_tokens_times_the_prices(priced_run: PricedRun) -> None:
         "SELECT sum(prompt_tokens), sum(completion_tokens) FROM reflections WHERE run_id = 'secret'"
     ).fetchall()
     assert p > 0 and c > 0
-    [(cost_json,)] = store.sql("SELECT cost_json FROM runs WHERE run_id = 'secret'").fetchall()
+    (cost_json,) = run_row(store, "secret", "cost_json")
     cost = json.loads(cost_json)
     assert cost["total"] == pytest.approx(p * 1.5 / 1e6 + c * 4 / 1e6)
     # The student (a local replica) had no price: the total is the teacher's, and says it leaves it out.

@@ -18,6 +18,7 @@ from storage.store import Store
 from tests.integration.conftest import PREFECT_AUTH, PREFECT_AUTH_STRING
 from tests.integration.conftest import prefect_env as _env
 from tests.integration.conftest import stop_group as _stop
+from tests.tables import run_row
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +94,6 @@ def test_a_served_deployment_runs_when_triggered_through_the_api(
         assert run.parameters["params"]["run_id"] == "triggered"
         store = Store(str(tmp_path / "factory"))
         assert store.sql("SELECT count(*) FROM selected WHERE run_id = 'triggered'").fetchall() == [(2,)]
-        assert store.sql("SELECT status FROM runs WHERE run_id = 'triggered'").fetchall() == [("completed",)]
+        assert run_row(store, "triggered", "status") == ("completed",)
     finally:
         _stop(serve)  # before the server: a serve process whose server is gone can hang on SIGTERM

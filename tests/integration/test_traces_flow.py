@@ -17,6 +17,7 @@ import pytest
 
 from storage.store import Store
 from tests.integration.test_recycle_flow import ROOT, run
+from tests.tables import run_row
 from tests.taught_model import teach_reply
 
 pytestmark = pytest.mark.slow
@@ -101,9 +102,9 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     assert st.sql("SELECT count(*) FROM seeds WHERE run_id = 't1'").fetchall() == [(4,)]
     # The teacher's traces were committed on their own before scoring (no teacher token is lost).
     assert st.sql("SELECT count(*) FROM trace_replies WHERE run_id = 't1'").fetchall() == [(4,)]
-    (flow, counts, tokens, versions) = st.sql(
-        "SELECT flow, counts_json, tokens_json, versions_json FROM runs WHERE run_id = 't1'"
-    ).fetchall()[0]
+    (flow, counts, tokens, versions) = run_row(
+        st.uri, "t1", "flow", "counts_json", "tokens_json", "versions_json"
+    )
     assert flow == "traces" and len(json.loads(versions)["teacher"]["sha256"]) == 16
     assert json.loads(counts)["questions"] == 4 and json.loads(counts)["verified"] == 1
     assert json.loads(tokens)[0]["completion"] > 0

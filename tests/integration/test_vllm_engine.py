@@ -79,27 +79,35 @@ def test_a_request_the_engine_refuses_fails_alone(vllm_engine):
 
 def test_concurrent_callers_stream_into_one_engine(vllm_engine):
     """A short call finishes while a long one from another thread is still running: no caller waits
-    for another caller's longest reply, and replies equal those of calls made alone."""
+    for another caller's longest reply, and replies equal those of calls made alone. Ordered by the
+    engine's own steps, never by wall time: the short call starts once the long one is stepping, and
+    must end in fewer engine steps than the long one's 96 tokens take."""
     import threading
-    import time
 
     short = [ChatRequest.user("Say hi.")]
     long = [ChatRequest.user(f"Write a long story about the number {i}.") for i in range(3)]
     long_sampling = Sampling(max_tokens=96, temperature=0.0, ignore_eos=True)
     short_sampling = Sampling(max_tokens=4, temperature=0.0, ignore_eos=True)
     alone = vllm_engine.generate(short, short_sampling)
-    ended: dict[str, float] = {}
+    ended: dict[str, int] = {}
+
+    def steps() -> int:
+        return int(vllm_engine.occupancy()["steps"])
 
     def run_long() -> None:
         vllm_engine.generate(long, long_sampling)
-        ended["long"] = time.perf_counter()
+        ended["long"] = steps()
 
+    before = steps()
     thread = threading.Thread(target=run_long)
     thread.start()
-    time.sleep(0.3)  # the long requests are running
+    while steps() < before + 2 and thread.is_alive():  # the long requests are being stepped
+        threading.Event().wait(0.005)
+    started = steps()
     together = vllm_engine.generate(short, short_sampling)
-    ended["short"] = time.perf_counter()
+    ended["short"] = steps()
     thread.join()
+    assert started < before + 96, "the long call ended before the short one could start"
     assert ended["short"] < ended["long"]
     assert [c.text for c in together] == [c.text for c in alone]
     assert together[0].completion_tokens == 4

@@ -30,6 +30,7 @@ from tests.cluster import RayCluster
 from tests.integration.conftest import PREFECT_AUTH_STRING, PrefectServer, stop_group
 from tests.integration.conftest import prefect_env as _env
 from tests.s3_server import BUCKET, SeaweedS3, weed_binary
+from tests.tables import run_row
 
 pytestmark = [
     pytest.mark.slow,
@@ -221,7 +222,7 @@ def test_a_run_triggered_through_the_api_runs_on_the_cluster_with_its_store_on_s
 
     assert len(clean) == PAIRS
     store = route.store()
-    [(status, shards)] = store.sql("SELECT status, shards_json FROM runs WHERE run_id = 'clean'").fetchall()
+    status, shards = run_row(store, "clean", "status", "shards_json")
     assert status == "completed" and all(s["nodes"] for s in json.loads(shards))
     assert _replicas_alive(route) == []  # non-persistent replicas are released at the end
     with route.settings(), get_client(sync_client=True) as client:  # infra/prefect.yaml as deployed

