@@ -216,7 +216,7 @@ def run_raw(model: Path, inp: Path, shard_size: int, max_tokens: int) -> dict:
     from infra.engines import load_engine
     from storage.sources import load_pairs
     from tasks.engine import Sampling
-    from tasks.recycle import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
+    from tasks.recycle.variants import SimplePair, candidates, reflected_pairs, score_rows, selection_rows
     from tasks.scoring.score import score_pairs
     from tasks.teacher.stages import reflect_instructions, reflect_responses
 

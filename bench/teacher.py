@@ -21,9 +21,9 @@ from typing import Any
 
 from infra.engines import load_engine
 from tasks.engine import Sampling
-from tasks.recycle import SimplePair
+from tasks.ingest.records import Question
+from tasks.recycle.variants import SimplePair
 from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
-from tasks.traces import SimpleQuestion
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -33,9 +33,9 @@ def pairs(n: int) -> list[SimplePair]:
     return [SimplePair(str(i), r["instruction"], r.get("input", ""), r["output"]) for i, r in enumerate(rows)]
 
 
-def questions(n: int) -> list[SimpleQuestion]:
+def questions(n: int) -> list[Question]:
     rows = [json.loads(line) for line in (DATA / "math_sample.jsonl").read_text().splitlines()][:n]
-    return [SimpleQuestion(str(i), r["question"], r["answer"]) for i, r in enumerate(rows)]
+    return [Question(str(i), r["question"], r["answer"]) for i, r in enumerate(rows)]
 
 
 def measure(name: str, run: Callable[[], list[Any]], ok: Callable[[Any], bool]) -> dict[str, Any]:

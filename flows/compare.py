@@ -25,9 +25,9 @@ from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_answers, read_test_sets, test_set_files
 from tasks.cost import StageUsage
 from tasks.judge.protocol import PAIR_PROMPT, prompt_version
+from tasks.judge.shard_tasks import CompareItem, CompareJob, answer_task, compare_task
 from tasks.judge.test_sets import pair_answers
 from tasks.judge.verdict import Tally
-from tasks.judge_shards import CompareItem, CompareJob, answer_task, compare_task
 from tasks.shards import ShardSummary
 
 UNNAMED = "answers"  # the test set of answer rows that name none and match no known test set
@@ -38,7 +38,7 @@ def _known_questions(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     names = list(test_set_files(folder))
-    return {q.question.strip(): q.test_set for q in read_test_sets(names, folder)}
+    return {q.question.strip(): q.test_set or UNNAMED for q in read_test_sets(names, folder)}
 
 
 def compare_items(params: CompareParams) -> list[CompareItem]:
@@ -49,7 +49,7 @@ def compare_items(params: CompareParams) -> list[CompareItem]:
     files = {s: getattr(params, f"answers_{s}") for s in ("a", "b")}
     if files["a"] is None and files["b"] is None:
         questions = read_test_sets(params.test_sets, folder, params.limit)
-        return [CompareItem(q.id, q.test_set, q.question, None, None) for q in questions]
+        return [CompareItem(q.id, q.test_set or UNNAMED, q.question, None, None) for q in questions]
     known = _known_questions(folder)
     rows = {s: read_answers(path) for s, path in files.items() if path is not None}
     a = rows.get("a") or rows["b"]
@@ -68,7 +68,7 @@ def compare_items(params: CompareParams) -> list[CompareItem]:
         out.append(
             CompareItem(
                 q.id,
-                q.test_set,
+                q.test_set or UNNAMED,
                 q.question,
                 answer_a if files["a"] else None,
                 answer_b if files["b"] else None,

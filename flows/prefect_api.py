@@ -14,7 +14,9 @@ output pipe open). The process may then exit at once.
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 DRAIN_TIMEOUT_S = 10.0
 
@@ -70,16 +72,29 @@ def finish(timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     stop_temporary_api()
 
 
-def stop_temporary_api() -> None:
-    """Signal Prefect's temporary API processes to stop, without waiting for them (they exit in
-    about a second, after answering what they hold)."""
+def stop_temporary_api(wait_s: float = 0.0) -> None:
+    """Signal Prefect's temporary API processes to stop. Without ``wait_s`` they are not waited for
+    (they exit in about a second, after answering what they hold); with it, one still running after
+    ``wait_s`` seconds is killed (after a Ctrl-C, which it got too, it may never finish stopping)."""
     module = sys.modules.get("prefect.server.api.server")
     if module is None:  # never imported: this process started no temporary API
         return
-    for server in list(module.SubprocessASGIServer._instances.values()):
+    servers = getattr(module, "SubprocessASGIServer", None)
+    if servers is None:  # still being imported (a command that failed while the API was starting)
+        return
+    stopping = []
+    for server in list(servers._instances.values()):
         process = server.server_process
         if process is not None and process.poll() is None:
             process.terminate()
+            stopping.append(process)
         server.server_process = None
         server.running = False
-    module.SubprocessASGIServer._instances.clear()
+    servers._instances.clear()
+    if wait_s > 0:
+        deadline = time.monotonic() + wait_s
+        for process in stopping:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()

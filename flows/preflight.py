@@ -35,6 +35,8 @@ def preflight(params: RunParams, note: Callable[[str], None] = print) -> None:
     if judge := getattr(params, "judge", None):
         roles.append(("judge", judge.model))
     check_roles(roles, params.offline, note)
+    for line in params.form_notes():  # the budget stands; those replies are free text
+        note(line)
     if params.export is not None and params.export.to_dir is None:
         resolve_token()  # a push needs a token: say so before hours of generation, not after
     check_store_and_ray(params.store, params.ray_address)

@@ -16,15 +16,14 @@ from flows.factory import FlowRun
 from flows.params import RecycleParams
 from flows.run_context import FactoryServices
 from storage.ingest import ingest_to_store
-from tasks.judge_shards import judge_task
-from tasks.shards import (
-    ShardJob,
-    ShardSummary,
+from tasks.judge.shard_tasks import judge_task
+from tasks.recycle.shard_tasks import (
     reflect_instructions_task,
     reflect_responses_task,
     score_task,
     select_task,
 )
+from tasks.shards import ShardJob, ShardSummary
 
 STAGES = ("reflect instructions", "reflect responses", "score variants", "select")
 JUDGE_STAGE = "judge"

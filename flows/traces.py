@@ -18,7 +18,8 @@ from flows.factory import FlowRun
 from flows.params import TracesParams
 from flows.run_context import FactoryServices
 from storage.ingest import ingest_questions_to_store
-from tasks.shards import ShardJob, ShardSummary, generate_traces_task, score_traces_task
+from tasks.shards import ShardJob, ShardSummary
+from tasks.traces.shard_tasks import generate_traces_task, score_traces_task
 
 STAGES = ("generate traces", "score and keep")
 

@@ -199,7 +199,7 @@ def load_benchmarks(config: CurationConfig) -> list[Any]:
 
     A relative folder is looked up in the working directory, then in the package's ``data/``.
     """
-    from storage.benchmarks import read_benchmarks
+    from storage.test_sets import read_benchmarks
 
     if not config.decontam.enabled:
         return []

@@ -1,4 +1,4 @@
-"""Prefect tasks, one per (stage, shard): ask the store, compute with an engine, commit once, summarise.
+"""The shard machinery of every stage: ask the store, compute with an engine, commit once, summarise.
 
 Resume has one owner, the store (docs/architecture.md). A task first asks whether its shard is
 committed; if so it reads that shard back (only its files) and returns the summary, spending no
@@ -8,7 +8,9 @@ and returns a small summary: counts, tokens, seconds. Rows never travel back to 
 never put in Prefect's result storage or an input-keyed cache, so a deleted store means every
 shard is computed again, and a kill between two stages loses only the stage that was running.
 
-The engines and the store come in through ``Services``: this module does not know Ray or Delta.
+The engines and the store come in through ``Services``: this module does not know Ray, Prefect or
+Delta. The Prefect tasks that run it are each concept's ``shard_tasks`` module (``tasks.recycle``,
+``tasks.traces``, ``tasks.judge``), with the options of ``tasks.shard_tasks``.
 """
 
 from __future__ import annotations
@@ -19,23 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tasks.engine import Engine, ModelRole, Sampling
+from tasks.ingest.records import Question
 from tasks.prompts import PROMPT_VERSIONS
-from tasks.recycle import (
-    SimplePair,
-    candidates,
-    reflected_pairs,
-    request_failures,
-    score_rows,
-    selection_rows,
-)
-from tasks.scoring.score import score_pairs, score_responses
-from tasks.teacher.forms import instruction_form, response_form
-from tasks.teacher.stages import ReflectionRow, generate_traces, reflect_instructions, reflect_responses
-from tasks.traces import SimpleQuestion, scorable, score_text, trace_table_rows
+from tasks.recycle.variants import SimplePair
+from tasks.teacher.stages import ReflectionRow
 from tasks.usage import metering
 
 Rows = list[dict[str, Any]]
@@ -78,9 +68,9 @@ class ShardJob:
     def seeds(self) -> list[SimplePair]:
         return [SimplePair(*p) for p in self.pairs]
 
-    def questions(self) -> list[SimpleQuestion]:
+    def questions(self) -> list[Question]:
         """The traces flow's items: (id, question, "", gold answer or "")."""
-        return [SimpleQuestion(id, question, answer or None) for id, question, _, answer in self.pairs]
+        return [Question(id, question, answer or None) for id, question, _, answer in self.pairs]
 
 
 @dataclass(frozen=True)
@@ -193,7 +183,7 @@ def run_stage(
     )
 
 
-def _upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
+def upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
     """An upstream stage's rows of this shard; it committed before this task was started."""
     rows = store.read_shard(stage.table, job.run_id, stage.name, job.shard)
     if rows is None:
@@ -201,111 +191,6 @@ def _upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
     return rows
 
 
-def _reflections(rows: Sequence[dict[str, Any]]) -> list[ReflectionRow]:
+def reflections_of(rows: Sequence[dict[str, Any]]) -> list[ReflectionRow]:
     names = ReflectionRow.__dataclass_fields__
     return [ReflectionRow(**{k: row[k] for k in names}) for row in rows]
-
-
-# Retries cover transient failures (an engine replica restarting, a commit conflict); nothing is
-# cached or persisted by Prefect: the store is the record.
-TASK_OPTIONS: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": [2, 10],
-    "cache_policy": NO_CACHE,
-    "persist_result": False,
-}
-
-
-@task(name="reflect-instructions", **TASK_OPTIONS)
-def reflect_instructions_task(job: ShardJob, services: Services) -> ShardSummary:
-    def compute(_: ShardStore) -> Rows:
-        rows, _stats = reflect_instructions(
-            job.seeds(), services.engine(job.teacher), job.sampling, constrained=job.constrained
-        )
-        return [r.to_dict() for r in rows]
-
-    return run_stage(job, services, INSTRUCTION, compute)
-
-
-@task(name="reflect-responses", **TASK_OPTIONS)
-def reflect_responses_task(job: ShardJob, services: Services) -> ShardSummary:
-    def compute(store: ShardStore) -> Rows:
-        teacher = services.engine(job.teacher)
-        instruction_rows = _reflections(_upstream(store, job, INSTRUCTION))
-        original, _ = reflect_responses(
-            job.seeds(), teacher, job.sampling, which="original", constrained=job.constrained
-        )
-        reflected, _ = reflect_responses(
-            reflected_pairs(instruction_rows),
-            teacher,
-            job.sampling,
-            which="reflected",
-            constrained=job.constrained,
-        )
-        return [r.to_dict() for r in [*original, *reflected]]
-
-    return run_stage(job, services, RESPONSE, compute)
-
-
-@task(name="score-variants", **TASK_OPTIONS)
-def score_task(job: ShardJob, services: Services) -> ShardSummary:
-    def compute(store: ShardStore) -> Rows:
-        student = services.engine(job.student)
-        cands = candidates(
-            job.seeds(),
-            _reflections(_upstream(store, job, INSTRUCTION)),
-            _reflections(_upstream(store, job, RESPONSE)),
-        )
-        return score_rows(cands, score_pairs([c.text for c in cands], student), student.spec)
-
-    return run_stage(job, services, SCORE, compute)
-
-
-@task(name="select", **TASK_OPTIONS)
-def select_task(job: ShardJob, services: Services) -> ShardSummary:
-    def compute(store: ShardStore) -> Rows:
-        version = "+".join(job.prompt_versions[k] for k in ("reflect_instruction", "reflect_response"))
-        forms = (instruction_form(job.sampling.max_tokens), response_form(job.sampling.max_tokens))
-        version += "+json" if job.constrained and all(f.fits() for f in forms) else ""
-        reflections = _reflections([*_upstream(store, job, INSTRUCTION), *_upstream(store, job, RESPONSE)])
-        return selection_rows(
-            _upstream(store, job, SCORE),
-            teacher=job.teacher.spec,
-            student=job.student.spec,
-            prompt_version=version,
-            failures=request_failures(reflections),
-        )
-
-    return run_stage(job, services, SELECT, compute)
-
-
-@task(name="generate-traces", **TASK_OPTIONS)
-def generate_traces_task(job: ShardJob, services: Services) -> ShardSummary:
-    """Teacher traces, validated and verified, committed before any scoring: no teacher token is lost."""
-
-    def compute(_: ShardStore) -> Rows:
-        rows, _stats = generate_traces(
-            job.questions(), services.engine(job.teacher), job.sampling, constrained=job.constrained
-        )
-        return [r.to_dict() for r in rows]
-
-    return run_stage(job, services, GENERATE, compute)
-
-
-@task(name="score-traces", **TASK_OPTIONS)
-def score_traces_task(job: ShardJob, services: Services) -> ShardSummary:
-    """IFD of each keepable trace given its question, and the keep decision."""
-
-    def compute(store: ShardStore) -> Rows:
-        student = services.engine(job.student)
-        traces = [
-            {k: v for k, v in r.items() if k not in ("run_id", "shard")}
-            for r in _upstream(store, job, GENERATE)
-        ]
-        todo = [t for t in traces if scorable(t)]
-        scores = score_responses([score_text(t) for t in todo], student)
-        return trace_table_rows(
-            traces, {t["source_id"]: s for t, s in zip(todo, scores, strict=True)}, student.spec
-        )
-
-    return run_stage(job, services, TRACE, compute)

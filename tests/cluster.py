@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.ray_auth import write_token
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 # A node that has not stopped by then is killed: a test's cluster needs no graceful end, and a head
@@ -31,7 +31,8 @@ STOP_GRACE_S = 3
 # A node's start that fails with one of these is tried again, on fresh ports: Ray gives a raylet a
 # fixed 30 s to register (a busy machine may miss it), and a port found free may be taken by another
 # test's Ray before this node binds it (its GCS then cannot start its gRPC server).
-RETRYABLE_START = ("timed out during startup", "Address already in use", "Failed to start the grpc server")
+RETRYABLE_START = ("timed out during startup", "Address already in use", "Failed to start the grpc server",
+                   "is trying to use a port number")  # fmt: skip
 START_ATTEMPTS = 3
 
 
@@ -138,21 +139,23 @@ class RayCluster:
     def _start(self, name: str, cpus: int, head: bool) -> Node:
         log = self.work / f"ray-{name}.log"
         for attempt in range(1, START_ATTEMPTS + 1):
-            node_manager_port, port = free_port(), free_port()  # fresh ports for each try
+            # Fresh ports for each try, all different (each one free alone is not enough: two picks
+            # of "a free port" can return the same one, which Ray refuses).
+            node_manager_port, port, client, objects, agent, agent_grpc, metrics, runtime = free_ports(8)
             role = (
                 [
                     "--head",
                     f"--port={port}",
                     "--include-dashboard=false",
-                    f"--ray-client-server-port={free_port()}",
+                    f"--ray-client-server-port={client}",
                 ]
                 if head
                 else [f"--address={self.address}"]
             )
             ports = [
-                f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
-                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                f"--node-manager-port={node_manager_port}", f"--object-manager-port={objects}",
+                f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime}",
             ]  # fmt: skip
             cmd = [
                 sys.executable, "-m", "ray.scripts.scripts", "start", "--block",

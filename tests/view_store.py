@@ -11,7 +11,7 @@ from typing import Any
 
 from storage.store import Store
 from tasks.ingest.records import pair_id
-from tasks.recycle import request_failures, selection_rows
+from tasks.recycle.variants import request_failures, selection_rows
 from tasks.teacher.stages import ReflectionRow
 
 RUN = "recycle-view"
@@ -223,8 +223,25 @@ def build(path: Path, *, finished: bool = True, run_id: str = RUN, extra: list[t
                        run_id=run_id, stage="judge", shard=0)  # fmt: skip
     if finished:
         store.append("runs", [runs_row(run_id, "recycle", len(seeds))])
+    else:  # going, as a real run says: a row that says running, and a fresh heartbeat from this process
+        going(store, run_id, "recycle")
     _traces(store)
     return store
+
+
+def going(store: Store, run_id: str, flow: str) -> None:
+    import os
+    import socket
+
+    from storage.heartbeats import Heartbeats
+    from tasks.runs import Heartbeat
+
+    now = datetime.now(UTC)
+    store.append("runs", [{"run_id": run_id, "flow": flow, "status": "running", "started_at": now}])
+    # This (test) process beats for it: alive on this host, and fresh for a minute, the test's length.
+    Heartbeats(store).write(
+        Heartbeat(run_id, flow, socket.gethostname(), os.getpid(), now.isoformat(), now.isoformat())
+    )
 
 
 def runs_row(run_id: str, flow: str, n: int) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -20,6 +22,7 @@ def _register() -> None:
     from flows.cli.reflect import reflect_command
     from flows.cli.report import report_command
     from flows.cli.run import run_app
+    from flows.cli.runs import runs_command
     from flows.cli.score import score_command
     from flows.cli.view import view_command
 
@@ -29,9 +32,28 @@ def _register() -> None:
     app.command("view")(view_command)
     app.command("compare")(compare_command)
     app.add_typer(run_app, name="run")
+    app.command("runs")(runs_command)
     store.register(app)
     export.register(app)
     serve.register(app)
 
 
 _register()
+
+
+def entry(args: list[str] | None = None) -> None:
+    """The ``reflectory`` command: the app, then, where a command started Ray or Prefect's temporary
+    API, an exit that does not wait on their teardown (``flows.cli.run.exit_now``). The commands
+    themselves return, so tests run them in-process (``typer.testing.CliRunner``)."""
+    try:
+        app(args, prog_name="reflectory")
+        code: int = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    from flows.cli.run import exit_now, services_started
+
+    if services_started():
+        exit_now(code)
+    raise SystemExit(code)

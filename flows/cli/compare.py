@@ -133,9 +133,6 @@ def compare_command(
         print(json.dumps(_json_summary(summary)), flush=True)
     else:
         _print(summary)
-    from flows.cli.run import exit_now
-
-    exit_now(0)
 
 
 def _judge_sampling() -> dict[str, Any]:

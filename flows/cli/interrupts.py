@@ -18,8 +18,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -36,10 +37,17 @@ class Interrupts:
         self.cancelling = threading.Event()
         self._out: IO[str] | None = None
 
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._on_signal)
-            signal.signal(signal.SIGTERM, self._on_signal)
+    def install(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM (from the main thread only); the handlers they had."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def uninstall(self, previous: dict[int, Any]) -> None:
+        """Put the handlers back, unless a signal came (then the process is on its way out)."""
+        if not self.cancelling.is_set():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.cancelling.is_set():
@@ -116,21 +124,42 @@ def stop_services() -> None:
     from flows.prefect_api import stop_temporary_api
     from infra.cluster import shutdown
 
-    stop_temporary_api()
+    stop_temporary_api(wait_s=3.0)
     shutdown()
+    # Prefect's client may have started a fresh temporary API meanwhile (the first one got the
+    # Ctrl-C too): nothing of this command's may outlive it.
+    kill_own_children("prefect.server.api.server")
+
+
+def kill_own_children(marker: str) -> list[int]:
+    """SIGKILL this process's children whose command line names ``marker``; their ids (Linux's /proc;
+    elsewhere nothing is found)."""
+    me, killed = os.getpid(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            if ppid == me and marker.encode() in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours
+            continue
+    return killed
 
 
 def cancellable(call: Callable[[], T], command: str = "reflectory") -> T:
     """``call()`` (a command's whole run) with Ctrl-C handled as above; once a signal has come, the
     calling thread waits for the cancellation to end the process, whatever ``call`` did meanwhile."""
     interrupts = Interrupts(command, stop_services)
-    interrupts.install()
+    previous = interrupts.install()
     try:
         result = call()
     except BaseException:
         if interrupts.cancelling.is_set():
             interrupts.wait()
         raise
+    finally:
+        interrupts.uninstall(previous)
     if interrupts.cancelling.is_set():
         interrupts.wait()
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -186,7 +187,6 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
 
         summary = cancellable(lambda: run_flow(name, params))
         _print_summary(name, summary, params.store)
-        exit_now(0)
 
     command.__doc__ = doc
     return command
@@ -249,8 +249,6 @@ def start_services(ray_address: str | None, offline: bool, roles: Sequence[Any])
     each takes seconds, and the flow then finds all three running in this process. Ray must start
     in the main thread, so Prefect's API starts in another (``flows.prefect_api``: the configured
     server, else Prefect's temporary local API)."""
-    import threading
-
     from flows.prefect_api import ensure_api
     from infra.cluster import connect, where
     from infra.models import go_offline
@@ -258,6 +256,7 @@ def start_services(ray_address: str | None, offline: bool, roles: Sequence[Any])
 
     if offline:
         go_offline()  # before Ray starts
+    _STARTED.set()
     failed: list[BaseException] = []
 
     def start_api() -> None:
@@ -275,6 +274,14 @@ def start_services(ray_address: str | None, offline: bool, roles: Sequence[Any])
     prefect.join()
     if failed:
         raise failed[0]
+
+
+_STARTED = threading.Event()
+
+
+def services_started() -> bool:
+    """Whether a command of this process started Prefect's API, Ray or replicas (``start_services``)."""
+    return _STARTED.is_set()
 
 
 def exit_now(code: int = 0) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.judge.recycle import rating_histogram
+from tasks.judge.judgements import rating_histogram
 from tasks.judge.verdict import Tally
 
 MAX_POINTS = 20_000

@@ -17,57 +17,24 @@ from typing import Any
 
 import pyarrow as pa
 
+from tasks.benchmark_records import prompt_field, user_turns
+
 from .base import StepReport, keep_mask, require_columns
 from .text import words
-
-# Fields that hold a benchmark's prompt, in the order they are looked for.
-PROMPT_KEYS = ("text", "prompt", "Instruction", "instruction", "question", "query")
-TURN_KEYS = ("conversations", "messages", "turns")
-USER_ROLES = {"user", "human"}
 
 
 def benchmark_texts(record: Mapping[str, Any]) -> list[str]:
     """The prompt texts of one benchmark record (empty when it has none).
 
-    Understands ``text`` (Vicuna), ``prompt`` (Koala), ``Instruction`` (WizardLM), ``instruction``
-    plus ``instances[].input`` (Self-Instruct), a LIMA-style ``conversations`` (a string, a list
-    of turns, or ShareGPT ``{from, value}`` dicts), chat ``messages`` and MT-Bench ``turns``. For
-    conversations only the user turns are prompts.
+    The record's first text prompt (``tasks.benchmark_records``), else the user turns of its
+    conversation, plus Self-Instruct's ``instances[].input``.
     """
-    texts: list[str] = []
-    for key in PROMPT_KEYS:
-        value = record.get(key)
-        if isinstance(value, str) and value.strip():
-            texts.append(value)
-            break
-    else:
-        for key in TURN_KEYS:
-            if key in record:
-                texts.extend(_user_turns(record[key]))
-                break
+    found = prompt_field(record)
+    texts = [found[1]] if found else user_turns(record)
     for inst in record.get("instances") or []:
         if isinstance(inst, Mapping) and isinstance(inst.get("input"), str) and inst["input"].strip():
             texts.append(inst["input"])
     return texts
-
-
-def _user_turns(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    if not isinstance(value, list) or not value:
-        return []
-    if all(isinstance(t, str) for t in value):
-        # A plain list of turns alternates user / assistant, starting with the user.
-        return [t for t in value[::2] if t.strip()]
-    out = []
-    for turn in value:
-        if not isinstance(turn, Mapping):
-            continue
-        role = str(turn.get("role", turn.get("from", ""))).lower()
-        content = turn.get("content", turn.get("value"))
-        if role in USER_ROLES and isinstance(content, str) and content.strip():
-            out.append(content)
-    return out
 
 
 @dataclass(frozen=True)

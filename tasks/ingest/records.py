@@ -137,12 +137,20 @@ def _clean(text: str) -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """A question for the traces flow, with its gold answer when the source has one."""
+    """A question: one to write a reflection trace for (with its gold answer when the source has one),
+    or one of an evaluation test set (with the set's name and its position in the file, 0-based)."""
 
     id: str
     question: str
-    answer: str | None
-    source_line: int
+    answer: str | None = None
+    source_line: int = 0
+    test_set: str | None = None
+    index: int = 0
+
+    @classmethod
+    def of_test_set(cls, test_set: str, index: int, question: str) -> Question:
+        """A test set's question, named ``vicuna/3`` by its set and position."""
+        return cls(f"{test_set}/{index}", question, test_set=test_set, index=index)
 
 
 def normalise_question(record: Any, line: int, *, max_chars: int = 100_000) -> Question | Reject:

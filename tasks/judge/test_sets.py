@@ -14,27 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.benchmark_records import LOOKED_FOR, prompt_field, user_turns
+from tasks.ingest.records import Question
+
 from .protocol import question_text
 
 TEST_SETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
-PROMPT_KEYS = ("instruction", "text", "prompt", "Instruction", "conversations", "question")
 
 
 class TestSetError(ValueError):
     """A test set or an answer file that cannot be read as one, naming the row."""
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question of a test set, at its position (0-based) in the file."""
-
-    test_set: str
-    index: int
-    question: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.test_set}/{self.index}"
 
 
 @dataclass(frozen=True)
@@ -48,21 +37,20 @@ class Answer:
 
 
 def question_of(record: Mapping[str, Any]) -> str | None:
-    """The question a record holds, by the reference's keys; None when it holds none."""
-    for key in PROMPT_KEYS:
-        value = record.get(key)
-        if isinstance(value, list):  # LIMA: a conversation, whose first turn is the question
-            value = value[0] if value else None
-            value = value.get("value") or value.get("content") if isinstance(value, dict) else value
-        if not isinstance(value, str) or not value.strip():
-            continue
-        instances = record.get("instances")
-        if key == "instruction" and isinstance(instances, list) and instances:
-            extra = instances[0].get("input") if isinstance(instances[0], dict) else None
-            return question_text(value, extra or "")
-        extra = record.get("input") if key == "instruction" else None
-        return question_text(value, extra if isinstance(extra, str) else "")
-    return None
+    """The question a record holds (``tasks.benchmark_records``): its first text prompt, with
+    Self-Instruct's input or an answer file's ``input`` after it, else the first user turn of its
+    conversation (LIMA); None when it holds none."""
+    found = prompt_field(record)
+    if found is None:
+        turns = user_turns(record)
+        return question_text(turns[0], "") if turns else None
+    key, value = found
+    instances = record.get("instances")
+    if key == "instruction" and isinstance(instances, list) and instances:
+        extra = instances[0].get("input") if isinstance(instances[0], dict) else None
+        return question_text(value, extra or "")
+    extra = record.get("input") if key == "instruction" else None
+    return question_text(value, extra if isinstance(extra, str) else "")
 
 
 def test_set_questions(name: str, records: Sequence[tuple[int, Any]], where: str) -> list[Question]:
@@ -71,8 +59,8 @@ def test_set_questions(name: str, records: Sequence[tuple[int, Any]], where: str
     for index, (line, record) in enumerate(records):
         question = question_of(record) if isinstance(record, dict) else None
         if question is None:
-            raise TestSetError(f"{where}:{line}: no question (looked for {', '.join(PROMPT_KEYS)})")
-        out.append(Question(name, index, question))
+            raise TestSetError(f"{where}:{line}: no question (looked for {LOOKED_FOR})")
+        out.append(Question.of_test_set(name, index, question))
     return out
 
 
@@ -84,7 +72,7 @@ def answers_of(records: Sequence[tuple[int, Any]], where: str) -> list[Answer]:
             raise TestSetError(f"{where}:{line}: not a JSON object")
         question = question_of(record)
         if question is None:
-            raise TestSetError(f"{where}:{line}: no question (looked for {', '.join(PROMPT_KEYS)})")
+            raise TestSetError(f"{where}:{line}: no question (looked for {LOOKED_FOR})")
         output = record.get("output")
         if not isinstance(output, str):
             raise TestSetError(f"{where}:{line}: no 'output' text")
@@ -113,7 +101,7 @@ def pair_answers(
         name = row_a.test_set or row_b.test_set or default_set
         index = counters.get(name, 0)
         counters[name] = index + 1
-        out.append((Question(name, index, row_a.question), row_a.output, row_b.output))
+        out.append((Question.of_test_set(name, index, row_a.question), row_a.output, row_b.output))
     return out
 
 

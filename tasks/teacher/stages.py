@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 
 from tasks.engine import REQUEST_FAILURES, ChatRequest, Completion, Generator, Sampling, failure_cause
 from tasks.prompts import render, version
+from tasks.traces.validate import validate_trace
+from tasks.traces.verify import extract_gold, verify
 
 from .forms import (
     ReplyForm,
@@ -26,8 +28,6 @@ from .forms import (
     trace_from_json,
 )
 from .parse import OK, parse_instruction_reflection, parse_response_reflection
-from .traces import validate_trace
-from .verify import extract_gold, verify
 
 
 class PairLike(Protocol):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ import pytest
 
 from storage.store import Store
 from storage.test_sets import read_test_sets
+from tests.cli import Result, reflectory
 from tests.judge_reference import reference_outcome, reference_parse
 from tests.judge_server import JudgeServer, judge_server
 from tests.prefect_home import seeded
@@ -60,10 +59,9 @@ def env(tmp: Path) -> dict[str, str]:
     )
 
 
-def compare(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "flows.cli", "compare", "--store", str(tmp / "store"),
-           "--ray-address", "local", *args]  # fmt: skip
-    return subprocess.run(cmd, env=env(tmp), capture_output=True, text=True, timeout=600, cwd=tmp)
+def compare(tmp: Path, *args: str) -> Result:
+    """``reflectory compare`` in this process (``tests.cli``)."""
+    return reflectory("compare", "--store", str(tmp / "store"), *args, cwd=tmp)
 
 
 def write_answers(tmp: Path) -> tuple[Path, Path, list[str]]:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tasks.engine import Sampling
-from tasks.recycle import SimplePair
+from tasks.ingest.records import Question
+from tasks.recycle.variants import SimplePair
 from tasks.teacher.stages import generate_traces, reflect_instructions, reflect_responses
-from tasks.traces import SimpleQuestion
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ PAIRS = [
     SimplePair("b", "Translate the sentence.", "The cat sleeps.", "Le chat dort."),
     SimplePair("c", "What is the capital of France?", "", "Paris."),
 ]
-QUESTIONS = [SimpleQuestion("q", "Add 12 and 30.", "#### 42"), SimpleQuestion("r", "Hello?", None)]
+QUESTIONS = [Question("q", "Add 12 and 30.", "#### 42"), Question("r", "Hello?", None)]
 SAMPLING = Sampling(max_tokens=160, temperature=0.8, seed=3, repetition_penalty=1.1)
 
 

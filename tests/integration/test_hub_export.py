@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard
 
-from storage.benchmarks import read_benchmarks
 from storage.store import Store
+from storage.test_sets import read_benchmarks
 from tasks.curate import CurationConfig, DecontamConfig, curate, to_format
 from tests.curate_fixtures import base_rows, planted_rows, write_benchmarks
 from tests.hub_server import HubServer

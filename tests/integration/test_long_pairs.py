@@ -1,23 +1,22 @@
-"""Pairs far longer than the engine's context go through ``reflectory run recycle`` on the default
-engine (``vllm:smollm2``, streaming replicas): the run exits 0 with no traceback, every pair gets one
-``selected`` row, the normal pairs are scored on every variant, and each long pair is dropped with
-a reason that names the cause. The rows of every other pair are untouched by the long ones.
+"""Pairs far longer than the engine's context go through ``reflectory run recycle`` on vLLM (streaming
+replicas, the default engine's kind; here the tiny model): the run exits 0 with no traceback, every
+pair gets one ``selected`` row, the normal pairs are scored on every variant, and each long pair is
+dropped with a reason that names the cause. The rows of every other pair are untouched by the long ones.
 
 The engine's context is set to 2048 tokens (``max_model_len``) and the scoring window to 1024: vLLM
-rejects a prompt past its context the same way at any length, and SmolLM2's own 8192 tokens would
-spend most of this test on forward passes over 8k-token windows."""
+rejects a prompt past its context the same way at any length, and a longer context would spend this
+test on forward passes over long windows. (It ran SmolLM2 at 2048 tokens once; the default model's
+whole recycle run is ``tests/integration/test_report.py``'s.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage.store import Store
+from tests.cli import Result, reflectory
 from tests.tables import run_row
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -28,16 +27,18 @@ ENGINE = ["max_model_len=2048", "max_length=1024"]
 
 
 def long_document(seed: int) -> str:
-    """A document of some 2,900 tokens: far past the engine's 2048-token context."""
+    """A document far past the engine's 2048-token context (checked in the test)."""
     words = ["alpha", "river", "stone", "seven", "cloud", "market", "violet", "engine", "harbor"]
     body = " ".join(words[(i * (seed + 3)) % len(words)] + str(i % 97) for i in range(1000))
     return f"Summarise the following field notes in two sentences.\n\n{body}"
 
 
 @pytest.fixture(scope="module")
-def run(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess[str], Path, list[dict]]:
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> tuple[Result, Path, list[dict]]:
+    from infra.engines.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.load(str(tiny_model_path))
+    assert min(tok.count(long_document(s)) for s in (1, 2)) > 2 * CONTEXT  # far past it, not near
     tmp = tmp_path_factory.mktemp("long")
     normal = [json.loads(x) for x in (ROOT / "data" / "demo_sample.jsonl").read_text().splitlines()[:2]]
     rows = [
@@ -53,18 +54,11 @@ def run(
     inp = tmp / "pairs.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = tmp / "factory"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(tmp / "prefect"),
-        HF_HUB_OFFLINE="1",
-        OMP_WAIT_POLICY="PASSIVE",
-    )
-    cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "-i", str(inp), "-s", str(store),
-           "--run-id", "long", "--shard-size", "2", "--max-tokens", "120",
-           "--ray-address", "local",
-           *(f for o in ENGINE for f in ("-T", o)), *(f for o in ENGINE for f in ("-S", o))]  # fmt: skip
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp)
+    model = f"vllm:{tiny_model_path}"
+    out = reflectory("run", "recycle", "-i", str(inp), "-s", str(store), "--run-id", "long",
+                     "--teacher", model, "--student", model, "--shard-size", "2", "--max-tokens", "96",
+                     *(f for o in ENGINE for f in ("-T", o)), *(f for o in ENGINE for f in ("-S", o)),
+                     cwd=tmp)  # fmt: skip
     return out, store, rows
 
 

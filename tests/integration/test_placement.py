@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 def ray_with_4_gpus() -> Iterator[None]:
     import ray
 
+    ray.shutdown()  # a Ray this process started for an in-process run (tests.cli): this one has 4 GPUs
     ray.init(
         address="local", num_cpus=4, num_gpus=4, include_dashboard=False, namespace="reflectory",
         log_to_driver=False,

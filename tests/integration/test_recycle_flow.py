@@ -1,8 +1,10 @@
 """The recycle flow end to end: real Prefect (ephemeral API), a real local Ray, real Delta tables.
 
-A run killed with SIGKILL part-way and rerun with the same run id, and a run whose engine replicas
-are killed, must end with the same selected pairs as a clean run, with no duplicate rows. The kills
-happen at known points (``tests/crash_points.py``), never after a sleep or a poll.
+A run killed with SIGKILL part-way and rerun with the same run id must end with the same selected pairs
+as a clean run, with no duplicate rows; a run interrupted with Ctrl-C ends as cancelled in seconds.
+The kills happen at known points (``tests/crash_points.py``), never after a sleep or a poll. Runs that
+need no process of their own run in this one (``tests.cli``). Engine replicas killed mid-run are
+``tests/integration/test_pool.py`` (a replica) and ``tests/integration/test_cluster.py`` (a node).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from storage.browse import Browser
 from storage.store import Store
+from tests.cli import Result, reflectory
 from tests.prefect_home import seeded
 from tests.tables import run_row
 
@@ -44,10 +47,6 @@ def recycle_args(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
     ]  # fmt: skip
 
 
-def recycle_cmd(inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", *recycle_args(inp, store, model, run_id)]
-
-
 def crashing_cmd(point: list[str], inp: Path, store: Path, model: Path, run_id: str) -> list[str]:
     return [
         sys.executable,
@@ -66,12 +65,6 @@ def env(tmp: Path) -> dict[str, str]:
         PREFECT_HOME=str(seeded(tmp / "prefect")),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
     )
-
-
-def run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(cmd, env=env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
 
 
 def selected(store: Path, run_id: str) -> list[tuple]:
@@ -105,13 +98,20 @@ class CleanRun:
         }
 
 
+def run_here(args: list[str], cwd: Path | None = None) -> Result:
+    """The command in this process (``tests.cli``), which must succeed."""
+    out = reflectory(*args, cwd=cwd)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> CleanRun:
     """One uninterrupted run: the tables every interrupted run must end up equal to."""
     tmp = tmp_path_factory.mktemp("recycle")
     inp = write_input(tmp / "in.jsonl")
     store = tmp / "factory"
-    out = run(recycle_cmd(inp, store, tiny_model_path, "clean"), tmp)
+    out = run_here(recycle_args(inp, store, tiny_model_path, "clean"))
     assert "recycle run" in out.stdout
     return CleanRun(tmp, inp, store, tiny_model_path, selected(store, "clean"), out.stdout)
 
@@ -148,7 +148,7 @@ def test_a_killed_flow_process_resumes_to_the_same_result(clean: CleanRun) -> No
     assert run_row(clean.store, "crashy", "status") == ("running",)
     assert Browser(Store(str(clean.store))).run("crashy")["status"] == "crashed"
 
-    run(recycle_cmd(*clean.args("crashy")), clean.tmp)
+    run_here(recycle_args(*clean.args("crashy")))
     assert run_counts(clean.store, "crashy")["resumed_shards"] == 2  # read back, not recomputed
     resumed = selected(clean.store, "crashy")
     assert [r[0] for r in resumed] == [r[0] for r in clean.selected]  # same pairs, none twice
@@ -167,6 +167,7 @@ def test_ctrl_c_cancels_the_run_in_seconds_and_keeps_what_it_committed(clean: Cl
     sent = float(re.search(r"sending SIGINT at (\d+\.\d+)", out.stderr).group(1))  # type: ignore[union-attr]
     assert ended - sent < 60, out.stderr[-3000:]
     assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
+    assert _servers_of(clean.tmp / "prefect") == []  # Prefect's temporary API did not outlive the run
     assert "Resume it with: reflectory run recycle" in out.stderr and "--run-id interrupted" in out.stderr
     assert run_row(clean.store, "interrupted", "status", "cause") == ("cancelled", "interrupted (Ctrl-C)")
     assert Browser(Store(str(clean.store))).run("interrupted")["status"] == "cancelled"
@@ -175,23 +176,16 @@ def test_ctrl_c_cancels_the_run_in_seconds_and_keeps_what_it_committed(clean: Cl
     assert set(kept) <= set(clean.selected)
 
 
-def test_killed_engine_replicas_cost_no_rows(clean: CleanRun) -> None:
-    out = run(crashing_cmd(["kill-replicas-after-batches", "2"], *clean.args("actor-killed")), clean.tmp)
-    assert "crash point: killing replicas" in out.stderr
-    assert selected(clean.store, "actor-killed") == clean.selected
-    assert clean.counts("actor-killed") == clean.counts("clean")
-
-
 def test_a_deleted_store_means_every_shard_is_computed_again(clean: CleanRun) -> None:
     """The store is the only record: no Prefect cache stands in for rows that are gone. The clean
     run's store is set aside (put back at the end) and the clean run repeated, same run id, same
     Prefect home."""
-    results = clean.tmp / "prefect" / "storage"
+    results = Path(os.environ["PREFECT_HOME"]) / "storage"
     before = set(results.iterdir())
     aside = clean.tmp / "store-set-aside"
     clean.store.rename(aside)
     try:
-        run(recycle_cmd(*clean.args("clean")), clean.tmp)
+        run_here(recycle_args(*clean.args("clean")))
         assert run_counts(clean.store, "clean")["resumed_shards"] == 0
         assert selected(clean.store, "clean") == clean.selected and len(clean.selected) == 6
         # Prefect kept the flow run's summary (for run_deployment), and no task's rows.
@@ -221,9 +215,7 @@ def test_a_config_file_run_without_flags_uses_the_files_values(clean: CleanRun, 
         f"input: {clean.inp}\nstore: ./cfgstore\nteacher: {{spec: 'hf:{clean.model}'}}\n"
         f"student: 'hf:{clean.model}'\nshard_size: 4\nsampling: {{max_tokens: 8}}\nrun_id: cfg\n"
     )
-    cmd = [sys.executable, "-m", "flows.cli", "run", "recycle", "--config", str(config)]
-    out = subprocess.run(cmd, env=env(tmp_path), capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run_here(["run", "recycle", "--config", str(config)], cwd=tmp_path)
     assert "max_tokens 8 is too small for the reflect_instruction form" in out.stderr.replace("\n", " ")
     store = Store(str(tmp_path / "cfgstore"))
     assert run_counts(tmp_path / "cfgstore", "cfg")["shards"] == 2  # 6 pairs in shards of 4
@@ -235,3 +227,17 @@ def test_a_config_file_run_without_flags_uses_the_files_values(clean: CleanRun, 
     (config_json,) = run_row(store, "cfg", "config_json")
     assert json.loads(config_json)["sampling"]["max_tokens"] == 8
     assert not (ROOT / "cfgstore").exists() and not (tmp_path / "factory").exists()
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Processes of Prefect's temporary API that serve the Prefect home ``home`` (by their environment)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or b"uvicorn" not in (entry / "cmdline").read_bytes():
+                continue
+            if f"PREFECT_HOME={home}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                out.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return out

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli import reflectory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,24 +32,19 @@ def test_mistakes_are_one_line(tmp_path: Path, flow: str, args: list[str], messa
     base = {"--input": str(ROOT / "data" / "demo_sample.jsonl"), "--store": str(tmp_path / "factory")}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value
-    cmd = [sys.executable, "-m", "flows.cli", "run", flow, *[x for kv in base.items() for x in kv]]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="200")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = reflectory("run", flow, *[x for kv in base.items() for x in kv], cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr.replace("\n", " ")
     assert "Traceback" not in out.stdout + out.stderr
     assert not (tmp_path / "factory").exists()  # a failed check leaves no store behind
 
 
-def test_a_push_without_a_token_stops_before_the_run(tmp_path: Path) -> None:
+def test_a_push_without_a_token_stops_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("export:\n  repo: me/recycled\n")
-    cmd = [
-        sys.executable, "-m", "flows.cli", "run", "recycle", "--config", str(config),
-        "--input", str(ROOT / "data" / "demo_sample.jsonl"), "--store", str(tmp_path / "factory"),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"), COLUMNS="200")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    args = ["run", "recycle", "--config", str(config), "--input", str(ROOT / "data" / "demo_sample.jsonl"),
+            "--store", str(tmp_path / "factory")]  # fmt: skip
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    out = reflectory(*args, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert out.returncode == 2 and "no Hugging Face token" in out.stderr.replace("\n", " ")
     assert "Traceback" not in out.stdout + out.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from storage.store import Store
-from tests.integration.test_recycle_flow import ROOT, run
+from tests.integration.test_recycle_flow import ROOT, run_here
 from tests.tables import run_row
 from tests.taught_model import teach_reply
 
@@ -54,9 +54,9 @@ def taught_teacher(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFacto
     return teach_reply(tiny_model_path, tmp_path_factory.mktemp("models") / "taught", prompts, TRACE)
 
 
-def traces_cmd(inp: Path, store: Path, config: Path, model: Path, run_id: str) -> list[str]:
+def traces_args(inp: Path, store: Path, config: Path, model: Path, run_id: str) -> list[str]:
     return [
-        "-m", "flows.cli", "run", "traces", "-i", str(inp), "-s", str(store), "--config", str(config),
+        "run", "traces", "-i", str(inp), "-s", str(store), "--config", str(config),
         "--teacher", f"hf:{model}", "--student", f"hf:{model}", "--run-id", run_id,
         "--shard-size", "2", "--max-tokens", "400",
     ]  # fmt: skip
@@ -65,8 +65,6 @@ def traces_cmd(inp: Path, store: Path, config: Path, model: Path, run_id: str) -
 def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     tmp_path: Path, taught_teacher: Path
 ) -> None:
-    import sys
-
     inp = tmp_path / "questions.jsonl"
     inp.write_text("\n".join(json.dumps(q) for q in questions()) + "\n{not json\n")
     config = tmp_path / "traces.json"
@@ -74,9 +72,9 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     export = {"to_dir": str(out_dir), "curation": {"format": "traces"}}
     config.write_text(json.dumps({"sampling": {"temperature": 0}, "export": export}))
     store = tmp_path / "factory"
-    cmd = [sys.executable, *traces_cmd(inp, store, config, taught_teacher, "t1")]
+    cmd = traces_args(inp, store, config, taught_teacher, "t1")
 
-    out = run(cmd, tmp_path)
+    out = run_here(cmd, tmp_path)
     assert "traces run t1" in out.stdout
     for stage in ("generate traces", "score and keep"):  # the progress bars end at every shard
         assert re.search(stage + r" .* 2/2 shards", out.stderr), out.stderr[-2000:]
@@ -113,7 +111,7 @@ def test_traces_flow_fills_the_traces_table_and_a_rerun_adds_nothing(
     before = st.sql(
         "SELECT source_id, reason, kept, isnan(ifd_ppl) FROM traces ORDER BY source_id"
     ).fetchall()
-    run(cmd, tmp_path)
+    run_here(cmd, tmp_path)
     after = st.sql("SELECT source_id, reason, kept, isnan(ifd_ppl) FROM traces ORDER BY source_id").fetchall()
     assert after == before
 

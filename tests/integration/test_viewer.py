@@ -239,7 +239,8 @@ def test_the_pages_in_a_real_browser(viewer: Viewer, tmp_path: Path) -> None:
 
 
 def test_new_shards_appear_without_a_reload(tmp_path: Path) -> None:
-    """A run that is going (no runs row yet): a shard committed while the page is open shows up."""
+    """A run that is going (its row says running, its heartbeat is fresh): a shard committed while the
+    page is open shows up."""
     from storage.store import Store
     from tests.view_store import PAIRS as BASE
 

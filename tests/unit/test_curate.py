@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from storage.benchmarks import read_benchmark, read_benchmarks
+from storage.test_sets import read_benchmark, read_benchmarks
 from tasks.curate import (
     Benchmark,
     Bound,

@@ -26,7 +26,7 @@ from tasks.teacher.forms import (
     trace_from_json,
 )
 from tasks.teacher.parse import OK, parse_instruction_reflection, parse_response_reflection
-from tasks.teacher.traces import validate_trace
+from tasks.traces.validate import validate_trace
 
 
 @pytest.fixture(scope="module")

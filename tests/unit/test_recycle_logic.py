@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.engine import failure_cause
-from tasks.recycle import SimplePair, candidates, request_failures, selection_rows
+from tasks.recycle.variants import SimplePair, candidates, request_failures, selection_rows
 from tasks.teacher.stages import ReflectionRow
 
 

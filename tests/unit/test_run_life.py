@@ -79,7 +79,8 @@ def test_running_is_believed_only_while_the_heartbeat_is_fresh() -> None:
 
 
 def _row(run_id: str, status: str, started: datetime, ended: datetime | None) -> dict[str, object]:
-    return {"run_id": run_id, "flow": "recycle", "status": status, "started_at": started, "ended_at": ended}
+    return {"run_id": run_id, "flow": "recycle", "status": status, "started_at": started, "ended_at": ended,
+            "cause": None}  # fmt: skip
 
 
 def dead_pid() -> int:
@@ -132,3 +133,31 @@ def test_a_run_id_outside_the_allowed_characters_never_reaches_a_predicate(tmp_p
     store = Store(str(tmp_path / "factory"), create=True)
     with pytest.raises(StoreError, match="run id"):
         store.commit_shard("selected", [], run_id="x' OR '1'='1", stage="select", shard=0)
+
+
+def test_the_runs_command_lists_each_run_with_the_status_to_believe(tmp_path: Path) -> None:
+    import json
+
+    from tests.cli import reflectory
+
+    store = Store(str(tmp_path / "factory"), create=True)
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    store.append(
+        "runs",
+        [
+            _row("gone", "running", t0, None),  # no heartbeat: it never said more
+            _row("failed-one", "running", t0 - timedelta(minutes=1), None),
+            {**_row("failed-one", "failed", t0 - timedelta(minutes=1), t0), "cause": "ValueError: bad row 3"},
+        ],
+    )
+    out = reflectory("runs", "--store", store.uri, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["run_id"], r["status"], r["cause"]) for r in rows] == [
+        ("gone", "crashed", None),
+        ("failed-one", "failed", "ValueError: bad row 3"),
+    ]
+    table = reflectory("runs", "--store", store.uri)
+    assert "crashed" in table.stdout and "failed" in table.stdout
+    missing = reflectory("runs", "--store", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no store at" in missing.stderr

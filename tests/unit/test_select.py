@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.select import VARIANTS, VariantScore, select_variant
+from tasks.recycle.select import VARIANTS, VariantScore, select_variant
 
 NAN = float("nan")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks.scoring.score import ResponseScore
-from tasks.traces import decide, scorable, score_text, trace_table_rows
+from tasks.traces.keep import decide, scorable, score_text, trace_table_rows
 
 
 def trace(**over: Any) -> dict[str, Any]:

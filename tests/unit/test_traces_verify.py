@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.teacher.mathgen import generate
-from tasks.teacher.traces import validate_trace
-from tasks.teacher.verify import extract_gold, verify
+from tasks.traces.mathgen import generate
+from tasks.traces.validate import validate_trace
+from tasks.traces.verify import extract_gold, verify
 
 GOOD = (
     "<thinking>\n2 + 2 = 5.\n<reflection>No: 2 + 2 = 4.</reflection>\nSo 4.\n</thinking>\n"

@@ -2,7 +2,7 @@
 
 ori = (x0, y0) is the seed; the instruction reflection proposes Q = (x1, y1); the response
 reflection gives A = (x0, y0') and QA = (x1, y1'). The student scores every variant that exists
-and ``tasks.select`` picks one per pair, with the reason.
+and ``tasks.recycle.select`` picks one per pair, with the reason.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import REQUEST_FAILURES, failure_cause
-from .scoring.ifd import PairScore
-from .scoring.score import PairText
-from .select import VARIANTS, Decision, VariantScore, select_variant
-from .teacher.stages import PairLike, ReflectionRow
+from tasks.engine import REQUEST_FAILURES, failure_cause
+from tasks.recycle.select import VARIANTS, Decision, VariantScore, select_variant
+from tasks.scoring.ifd import PairScore
+from tasks.scoring.score import PairText
+from tasks.teacher.stages import PairLike, ReflectionRow
 
 
 @dataclass(frozen=True)

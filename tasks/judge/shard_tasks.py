@@ -14,16 +14,16 @@ from typing import Any
 from prefect import task
 
 from tasks.engine import ModelRole, Sampling
+from tasks.judge.judgements import judgements
 from tasks.judge.protocol import PAIR_PROMPT, pair_form, prompt_version
-from tasks.judge.recycle import judgements
 from tasks.judge.stages import AnswerItem, PairItem, answer_questions, failed_pair, judge_pairs
+from tasks.shard_tasks import TASK_OPTIONS
 from tasks.shards import (
     ANSWER,
     COMPARE,
     JUDGE,
     RESPONSE,
     SELECT,
-    TASK_OPTIONS,
     Rows,
     Services,
     ShardJob,

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tasks.engine import Generator, Sampling
-
-from .protocol import PAIR_PROMPT, pair_form, prompt_version, question_text
-from .stages import AnswerItem, PairItem, failed_pair, judge_pairs, rate_answers
+from tasks.judge.protocol import PAIR_PROMPT, pair_form, prompt_version, question_text
+from tasks.judge.stages import AnswerItem, PairItem, failed_pair, judge_pairs, rate_answers
 
 NO_REFLECTED_RESPONSE = "no_reflected_response"
 

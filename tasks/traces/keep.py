@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .scoring.ifd import SCORING_VERSION
-from .scoring.score import PairText, ResponseScore
-from .teacher.stages import TraceRow
+from tasks.scoring.ifd import SCORING_VERSION
+from tasks.scoring.score import PairText, ResponseScore
+from tasks.teacher.stages import TraceRow
 
 KEPT = "kept"
 NOT_SCORED = "not_scored"
-
-
-@dataclass(frozen=True)
-class SimpleQuestion:
-    """A question as the trace stage sees it (id = the seed's source id)."""
-
-    id: str
-    question: str
-    answer: str | None
 
 
 def scorable(trace: Mapping[str, Any]) -> bool:
