@@ -208,6 +208,7 @@ class RunContext:
             stages,
             lambda job: submit(job, FactoryServices(self.store)),
             self.seconds,
+            roles=list(self.roles.values()) if jobs else [],
         )
         return summaries
 

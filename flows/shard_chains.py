@@ -11,7 +11,8 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.artifacts import StageProgress
 from flows.progress import stages_progress
 from infra.cluster import connect
-from infra.pool import pools_occupancy
+from infra.pool import pools_occupancy, start_pool
+from tasks.engine import ModelRole
 from tasks.shards import ShardSummary
 
 
@@ -22,12 +23,16 @@ def run_shard_chains(
     stages: Sequence[str],
     submit: Callable[[Any], list[PrefectFuture[ShardSummary]]],
     seconds: dict[str, float],
+    roles: Sequence[ModelRole] = (),
 ) -> tuple[list[ShardSummary], dict[str, dict[str, float]]]:
     """Submit every shard's chain of tasks; every summary, and the pools' occupancy per stage.
-    ``seconds`` gets the wall time of joining Ray and of the shards. The run context that calls this
-    releases the replicas when the run ends."""
+    ``seconds`` gets the wall time of joining Ray and of the shards. The replicas of every role start
+    loading at once (a command has started them already; a deployment's run starts them here), and
+    the run context that calls this releases them when the run ends."""
     t0 = time.perf_counter()
     connect(ray_address)
+    for role in roles:
+        start_pool(role)
     seconds["ray"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
