@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 
 from flows.params import CompareParams
-from flows.run_context import FactoryServices, RunContext, shard_rows, stage_usage, task_seconds, token_rows
+from flows.run_context import FactoryServices, RunContext, shard_rows, stage_usage
 from storage.report.plots import verdicts
 from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_answers, read_test_sets, test_set_files
@@ -188,14 +188,8 @@ def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
     summary["cost"] = {k: cost[k] for k in ("total", "device_hours", "currency")}
     summary["plot"] = _plot(params, store, run_id, per_set, total, source)
     run.versions()["judge_prompt"] = version
-    run.end(
-        "completed",
-        counts_json=json.dumps(summary, default=str),
-        tokens_json=json.dumps(token_rows(usage)),
-        stage_seconds_json=json.dumps({**run.seconds, "task_seconds": task_seconds(summaries)}),
-        cost_json=json.dumps(cost),
-        shards_json=json.dumps(shard_rows(judged, summaries, run.started)),
-    )
+    fields = run.usage_fields(usage, cost, shard_rows(judged, summaries, run.started), summaries)
+    run.end("completed", counts_json=json.dumps(summary, default=str), **fields)
     summary["status"] = "completed"
     return summary
 

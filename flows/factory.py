@@ -15,7 +15,7 @@ from prefect import get_run_logger
 
 from flows.artifacts import publish_summary
 from flows.params import RunParams
-from flows.run_context import RunContext, shard_rows, stage_usage, task_seconds, token_rows
+from flows.run_context import RunContext, shard_rows, stage_usage
 from infra.engines.openai_engine import BUDGET_EXHAUSTED
 from storage.hub_export import run_export
 from storage.report.data import collect, judge_numbers
@@ -100,12 +100,7 @@ class FlowRun(RunContext):
         shards = shard_rows(last, summaries, self.started)
         summary["nodes"] = dict(Counter(node for s in shards for node in s["nodes"]))
         status, cause = outcome(summaries)
-        fields: dict[str, Any] = {
-            "tokens_json": json.dumps(token_rows(usage)),
-            "stage_seconds_json": json.dumps({**self.seconds, "task_seconds": task_seconds(summaries)}),
-            "cost_json": json.dumps(cost),
-            "shards_json": json.dumps(shards),
-        }
+        fields = self.usage_fields(usage, cost, shards, summaries)
         lineage = {**self._row(status, cause, ended=True), **fields}
         summary["export"] = self.export(final, lineage)
         summary["status"] = status

@@ -221,6 +221,22 @@ class RunContext:
         """Usage and cost of each stage and of the run, at each role's prices (``tasks.cost``)."""
         return cost_report(usage, self.prices(), kept)
 
+    def usage_fields(
+        self,
+        usage: Sequence[StageUsage],
+        cost: dict[str, Any],
+        shards: list[dict[str, Any]],
+        summaries: Sequence[ShardSummary],
+    ) -> dict[str, str]:
+        """The ending ``runs`` row's accounting: tokens per stage, wall and task seconds, cost, and the
+        final stage's shards (``shard_rows``)."""
+        return {
+            "tokens_json": json.dumps(token_rows(usage)),
+            "stage_seconds_json": json.dumps({**self.seconds, "task_seconds": task_seconds(summaries)}),
+            "cost_json": json.dumps(cost),
+            "shards_json": json.dumps(shards),
+        }
+
     def versions(self) -> dict[str, Any]:
         """The packages, the scoring version and a fingerprint of every model (computed once)."""
         if self._versions is None:

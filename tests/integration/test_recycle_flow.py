@@ -9,6 +9,7 @@ need no process of their own run in this one (``tests.cli``). Engine replicas ki
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import pytest
 from storage.browse import Browser
 from storage.store import Store
 from tests.cli import Result, reflectory
+from tests.cluster import processes
 from tests.prefect_home import seeded
 from tests.tables import run_row
 
@@ -232,12 +234,10 @@ def test_a_config_file_run_without_flags_uses_the_files_values(clean: CleanRun, 
 def _servers_of(home: Path) -> list[int]:
     """Processes of Prefect's temporary API that serve the Prefect home ``home`` (by their environment)."""
     out = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if not entry.name.isdigit() or b"uvicorn" not in (entry / "cmdline").read_bytes():
-                continue
-            if f"PREFECT_HOME={home}".encode() in (entry / "environ").read_bytes().split(b"\0"):
-                out.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours to read
+    for pid, args in processes():
+        if "uvicorn" not in args:
             continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
+            if f"PREFECT_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                out.append(pid)
     return out
