@@ -10,13 +10,22 @@ way, because the import it saves competes with Ray's start for the same two core
 task state and log line, and Prefect's temporary API is told to stop (its own exit handler would
 not run: the command ends with ``os._exit``, and an orphaned server would keep the command's
 output pipe open). The process may then exit at once.
+
+The temporary API writes to ``$PREFECT_HOME/temporary-api.log``, not to the terminal: it is in the
+terminal's process group, so a Ctrl-C reaches it too, and what it printed while its services were
+torn down (tracebacks of cancelled database sessions) read as the run's own failure. Prefect starts
+it with the terminal's output and no option to change that, so ``ensure_api`` replaces the one
+method that spawns it with the same command and environment, and a log file for its output.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 DRAIN_TIMEOUT_S = 10.0
 
@@ -33,9 +42,52 @@ def configured_url() -> str | None:
     return str(url) if url else None
 
 
+def temporary_api_log() -> Path:
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home) / "temporary-api.log"
+
+
+def _spawn_quietly(server: Any) -> subprocess.Popen[Any]:
+    """Prefect's temporary API process, as Prefect starts it, with its output in a log file."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    log = temporary_api_log()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+                "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                "--port", str(server.port), "--log-level", "error", "--lifespan", "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            },
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def quiet_temporary_api() -> None:
+    """Make Prefect's temporary API write to its log file (once per process)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer._run_uvicorn_command = _spawn_quietly  # type: ignore[method-assign]
+
+
 def ensure_api() -> None:
     """Raise PrefectAPIError unless Prefect's API answers (starting the temporary one if needed)."""
     from prefect.client.orchestration import get_client
+
+    if configured_url() is None:
+        quiet_temporary_api()
 
     url = configured_url()
     try:
@@ -54,7 +106,8 @@ def ensure_api() -> None:
     hint = (
         "check PREFECT_API_URL and that the server is up (prefect server start)"
         if url
-        else "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or start a server (prefect server start)"
+        else "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or start a server (prefect server "
+        f"start); its output is in {temporary_api_log()}"
     )
     raise PrefectAPIError(f"{where} did not answer: {failure}; {hint}")
 

@@ -149,7 +149,12 @@ def kill_own_children(marker: str) -> list[int]:
 
 def cancellable(call: Callable[[], T], command: str = "reflectory") -> T:
     """``call()`` (a command's whole run) with Ctrl-C handled as above; once a signal has come, the
-    calling thread waits for the cancellation to end the process, whatever ``call`` did meanwhile."""
+    calling thread waits for the cancellation to end the process, whatever ``call`` did meanwhile.
+    Prefect's temporary API, if the run starts one, writes to its log file (flows.prefect_api)."""
+    from flows.prefect_api import configured_url, quiet_temporary_api
+
+    if configured_url() is None:
+        quiet_temporary_api()
     interrupts = Interrupts(command, stop_services)
     previous = interrupts.install()
     try:
