@@ -79,7 +79,7 @@ def quiet_temporary_api() -> None:
     """Make Prefect's temporary API write to its log file (once per process)."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    SubprocessASGIServer._run_uvicorn_command = _spawn_quietly  # type: ignore[method-assign]
+    SubprocessASGIServer._run_uvicorn_command = _spawn_quietly  # type: ignore[method-assign,assignment]
 
 
 def ensure_api() -> None:
