@@ -55,7 +55,7 @@ def plan_placement(role: ModelRole, cluster_gpus: float | None = None) -> Placem
             f"{role.spec}: tensor_parallel_size {tp} x pipeline_parallel_size {pp} needs {world} GPUs per "
             f"replica, but num_gpus is {gpus:g}"
         )
-    cpu = {"CPU": role.num_cpus} if role.num_cpus else {}
+    cpu = {"CPU": role.cpus()} if role.cpus() else {}
     if world > 1 and gpus:
         why = f"tensor_parallel_size {tp} x pipeline_parallel_size {pp}"
         bundles = [{"GPU": 1.0, **cpu}] + [{"GPU": 1.0} for _ in range(world - 1)]

@@ -12,8 +12,12 @@ does not know whether it talks to one local engine or to replicas on a cluster.
 - **Failures.** A replica that dies is restarted by Ray and its batch retried, a bounded number of
   times, with an error that names the replica and the batch.
 - **Placement.** A replica that needs more than one GPU (tensor x pipeline parallel) reserves them
-  through a placement group, and vLLM runs its workers in it; a replica that cannot be placed is a
-  clear error after a timeout, not a hang.
+  through a placement group, and vLLM runs its workers in it. A replica that cannot be placed is a
+  clear error within ``placement_timeout_s`` (what the role asks for, what the cluster has), not a
+  hang: replicas load their models after Ray has placed them, so the two waits are told apart.
+- **Paid endpoints.** An ``openai:`` role's replicas share one rate limiter (``infra.limiter``, a
+  named actor) and the pool holds the role's budget for the run (``tasks.budget``): a request is
+  sent only if what it may cost fits, whichever replica sends it.
 - **Reuse.** Replicas are named actors, so a teacher and a student on the same model share them, and
   persistent replicas (detached actors) let a later run on the same Ray head reuse loaded models.
 """
@@ -27,6 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.budget import BUDGET_EXHAUSTED, Budget, Reservation
 from tasks.engine import ChatRequest, Completion, ModelRole, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 from tasks.usage import current_stage, record_engine_time
@@ -41,6 +46,10 @@ from .replica import SPARE_ACTOR_THREADS, EngineReplica
 SAMPLE_INTERVAL_S = 0.2
 # Batches a replica serves at once (its actor threads) unless max_in_flight says otherwise.
 MAX_BATCHES_PER_REPLICA = 256
+# How long replicas may wait for Ray to place them before the pool says why they cannot be.
+PLACEMENT_TIMEOUT_S = 60.0
+# Engine options the pool applies for the whole run instead of each replica for itself.
+RUN_OPTIONS = ("token_budget", "max_cost")
 
 
 class PoolError(RuntimeError):
@@ -55,7 +64,7 @@ class EnginePool:
         role: ModelRole,
         *,
         ready_timeout_s: float = 900.0,
-        placement_timeout_s: float = 120.0,
+        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
         wait: bool = True,
     ) -> None:
         """Start the replicas; with ``wait=False`` return at once (they load their models meanwhile,
@@ -71,11 +80,18 @@ class EnginePool:
         self.placement: Placement = plan_placement(role)
         self.placement_groups: list[Any] = []
         self.ready_timeout_s = ready_timeout_s
+        self.placement_timeout_s = placement_timeout_s
+        self.budget = run_budget(role)
+        self.limiter, self._limiter_actor = start_limiter(role)  # the handle keeps the actor alive
+        engine_options = {k: v for k, v in role.options.items() if k not in RUN_OPTIONS}
         remote: Any = ray.remote(EngineReplica)
         self.actors = []
         for i, name in enumerate(self.names):
             options = self._actor_options(i, name, placement_timeout_s)
-            self.actors.append(remote.options(**options).remote(role.spec, role.options, role.merge_bound))
+            self.actors.append(
+                remote.options(**options).remote(role.spec, engine_options, role.merge_bound, self.limiter)
+            )
+        self._placed_refs = [a.__ray_ready__.remote() for a in self.actors]
         self._ready_refs = [a.ready.remote() for a in self.actors]
         # The tokenizer loads when a scorer first asks for the prompt format: a generator behind an
         # OpenAI-style API (a judge, a served teacher) may have no tokenizer to load.
@@ -108,6 +124,12 @@ class EnginePool:
         with self._ready_lock:
             if self.replicas_ready:
                 return
+            _, unplaced = ray.wait(
+                self._placed_refs, num_returns=len(self._placed_refs), timeout=self.placement_timeout_s
+            )
+            if unplaced:
+                self.close()
+                raise PoolError(self._unplaced(len(unplaced)))
             try:
                 ready = ray.get(self._ready_refs, timeout=self.ready_timeout_s)
             except Exception as exc:
@@ -132,7 +154,7 @@ class EnginePool:
             "name": name,
             "namespace": NAMESPACE,
             "get_if_exists": True,
-            "num_cpus": role.num_cpus,
+            "num_cpus": role.cpus(),
             "num_gpus": placement.actor_gpus,
             "max_restarts": role.max_batch_retries + 1,
             "max_task_retries": 0,
@@ -155,6 +177,23 @@ class EnginePool:
                 placement_group_capture_child_tasks=True,
             )
         return options
+
+    def _unplaced(self, missing: int) -> str:
+        """Why ``missing`` replicas wait for Ray: what each asks for, and what the cluster has."""
+        import ray
+
+        asks = {"CPU": self.role.cpus(), "GPU": float(self.placement.gpus or 0)}
+        total, free = ray.cluster_resources(), ray.available_resources()
+
+        def show(resources: dict[str, float]) -> str:
+            return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in ("CPU", "GPU"))
+
+        return (
+            f"{missing} of {self.role.replicas} replicas of {self.role.spec} could not be placed within "
+            f"{self.placement_timeout_s:.0f} s: each asks for {show(asks)}; the Ray cluster has "
+            f"{show(total)}, {show(free)} free (other pools hold the rest). Lower num_cpus, num_gpus or "
+            "replicas of this role, or add nodes."
+        )
 
     def _reserve(self, index: int, timeout_s: float) -> Any:
         """A placement group for replica ``index``, or a PoolError saying what is missing."""
@@ -198,8 +237,47 @@ class EnginePool:
             return self._tokenizer
 
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
+        if not self.budget.limited:
+            return self._generate(requests, sampling)
+        # Each request is sent once its reservation fits the role's budget beside every request in
+        # flight (any shard's); one that can never fit is refused, and no request is sent past it.
+        out: list[Completion | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        while pending:
+            held: list[tuple[int, Reservation]] = []
+            waiting: list[int] = []
+            for k, i in enumerate(pending):
+                got, final = self.budget.try_reserve(requests[i], sampling)
+                if got is not None:
+                    held.append((i, got))
+                elif final:
+                    out[i] = Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+                else:
+                    waiting = pending[k:]
+                    break
+            if held:
+                answers = self._generate([requests[i] for i, _ in held], sampling)
+                for (i, reservation), completion in zip(held, answers, strict=True):
+                    out[i] = completion
+                    self.budget.settle(reservation, completion)
+            elif waiting:
+                self.budget.wait_for_settle()
+            pending = waiting
+        return [c if c is not None else Completion("", None, 0, 0, error=BUDGET_EXHAUSTED) for c in out]
+
+    def _generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
+        if not requests:
+            return []
         batches = _split(requests, self.role.batch_size)
         return [c for out in self._map("generate", batches, sampling) for c in out]
+
+    def limits(self) -> dict[str, Any] | None:
+        """The shared rate limiter's state (an ``openai:`` role), or None."""
+        if self.limiter is None:
+            return None
+        from .limiter import RayLimiter
+
+        return RayLimiter(self.limiter).snapshot()
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> list[TargetLogprobs]:
         batches = _split(requests, self.role.batch_size)
@@ -375,6 +453,31 @@ class EnginePool:
                 time.sleep(0.5)
             except Exception:  # dead for good, or not back in time: the retry reports it
                 return
+
+
+def run_budget(role: ModelRole) -> Budget:
+    """The role's budget for this run (``token_budget``, ``max_cost`` at its prices), or none."""
+    if not role.spec.startswith("openai:"):
+        return Budget()
+    from .engines import check_options
+
+    opts = check_options(role.spec, role.options)
+    return Budget(tokens=opts.token_budget, dollars=opts.max_cost, prices=role.prices)
+
+
+def start_limiter(role: ModelRole) -> tuple[str | None, Any]:
+    """The rate limiter that an ``openai:`` role's replicas share (started here): name and handle."""
+    if not role.spec.startswith("openai:"):
+        return None, None
+    from .engines import check_options, parse_spec
+    from .engines.openai_engine import DEFAULT_BASE_URL
+    from .limiter import limiter_name, start_ray_limiter
+
+    parsed = parse_spec(role.spec)
+    base_url = parsed.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    name = limiter_name(parsed.model, base_url)
+    opts = check_options(role.spec, role.options)
+    return name, start_ray_limiter(name, {"rpm": opts.rpm, "tpm": opts.tpm}, detached=role.persistent)
 
 
 def cpu_threads(replicas: int) -> int:

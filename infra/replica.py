@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,18 +24,48 @@ SPARE_ACTOR_THREADS = 4
 
 
 class EngineReplica:
-    """Holds one engine replica inside a Ray worker process; concurrent calls stream or are merged."""
+    """Holds one engine replica inside a Ray worker process; concurrent calls stream or are merged.
 
-    def __init__(self, spec: str, options: dict[str, Any], merge_bound: int | None) -> None:
+    The constructor loads nothing, so that Ray reports the actor placed (``__ray_ready__``) at once
+    and a pool tells a replica that cannot be placed from one that is still loading its model;
+    ``ready`` loads the engine (once per process: again after Ray restarts a dead replica).
+    """
+
+    def __init__(
+        self, spec: str, options: dict[str, Any], merge_bound: int | None, limiter: str | None = None
+    ) -> None:
+        _compute_at_normal_priority()
+        self.spec, self.options, self.merge_bound, self.limiter = spec, options, merge_bound, limiter
+        self._engine: Any = None
+        self._load_lock = threading.Lock()
+
+    def _load(self) -> None:
         from infra.engines import load_engine
 
-        _compute_at_normal_priority()
-        self.engine = load_engine(spec, options)
-        self.streams = bool(getattr(self.engine, "streams", False))
-        bound = merge_bound or int(getattr(self.engine, "max_requests_per_call", 64))
-        # The engine's own capacity (vLLM's max_num_seqs), or what one merged call may hold.
-        self.capacity = int(getattr(self.engine, "capacity", 0) or bound)
-        self.merger = BatchMerger(self._run, bound, self._mergeable)
+        with self._load_lock:
+            if self._engine is not None:
+                return
+            limiter = None
+            if self.limiter is not None:
+                from .limiter import RayLimiter
+
+                limiter = RayLimiter(self.limiter)
+            engine = load_engine(self.spec, self.options, limiter=limiter)
+            self.streams = bool(getattr(engine, "streams", False))
+            bound = self.merge_bound or int(getattr(engine, "max_requests_per_call", 64))
+            # The engine's own capacity (vLLM's max_num_seqs), or what one merged call may hold.
+            self.capacity = int(getattr(engine, "capacity", 0) or bound)
+            self.merger = BatchMerger(self._run, bound, self._mergeable)
+            self._engine = engine
+
+    def _ensure_loaded(self) -> None:
+        if self._engine is None:
+            self._load()
+
+    @property
+    def engine(self) -> Any:
+        self._ensure_loaded()
+        return self._engine
 
     def _mergeable(self, method: str, sampling: Any) -> bool:
         """Merging must not change a reply: fine for scoring, greedy decoding, and engines that seed
@@ -51,6 +82,7 @@ class EngineReplica:
     def ready(self) -> dict[str, Any]:
         import ray
 
+        self._load()
         group = ray.get_runtime_context().get_placement_group_id()
         return {
             "pid": os.getpid(),
@@ -63,6 +95,7 @@ class EngineReplica:
         }
 
     def stats(self) -> dict[str, Any]:
+        self._ensure_loaded()
         occupancy = self._engine_call("occupancy") if self.streams else {}
         return {**self.merger.stats.as_dict(), "in_flight": self.merger.held, "engine": occupancy}
 
@@ -70,6 +103,7 @@ class EngineReplica:
         """What the engine holds now: requests running, waiting (in the engine or behind its current
         call), queued, and its capacity. Merged calls count what the engine itself still runs where it
         says (vLLM's scheduler), else every request of the current call."""
+        self._ensure_loaded()
         if self.streams:
             return dict(self._engine_call("load"))
         merged = self.merger.load()
@@ -81,11 +115,13 @@ class EngineReplica:
 
     # Each returns its results and its share of the engine's seconds (for the stage's usage).
     def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> tuple[list[Completion], float]:
+        self._ensure_loaded()
         if self.streams:
             return self._streamed(lambda: self.engine.generate(requests, sampling), len(requests))
         return self.merger.submit_timed("generate", sampling, requests)
 
     def target_logprobs(self, requests: Sequence[ScoreRequest]) -> tuple[list[TargetLogprobs], float]:
+        self._ensure_loaded()
         if self.streams:
             return self._streamed(lambda: self.engine.target_logprobs(requests), len(requests))
         return self.merger.submit_timed("target_logprobs", None, requests)

@@ -73,11 +73,12 @@ class ModelRole(BaseModel):
     replicas: int = Field(
         1, ge=1, description="Copies of the model loaded at once; requests are balanced across them."
     )
-    num_cpus: float = Field(
-        1.0,
+    num_cpus: float | None = Field(
+        None,
         ge=0,
-        description="Ray CPUs reserved for each replica. A replica on CPU computes with the smallest "
-        "node's cores divided among the pool's replicas (OMP_NUM_THREADS overrides).",
+        description="Ray CPUs reserved for each replica. Default: 1, and none for an openai: replica (an "
+        "HTTP client). A replica on CPU computes with the smallest node's cores divided among the pool's "
+        "replicas (OMP_NUM_THREADS overrides).",
     )
     num_gpus: float | None = Field(
         None,
@@ -118,6 +119,12 @@ class ModelRole(BaseModel):
     def _spec_alone(cls, data: Any) -> Any:
         """A bare spec (``teacher: hf:smollm2`` in a config file) is the role with its defaults."""
         return {"spec": data} if isinstance(data, str) else data
+
+    def cpus(self) -> float:
+        """Ray CPUs each replica reserves: ``num_cpus``, by default 1, or 0 for an HTTP client."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return 0.0 if self.spec.startswith("openai:") else 1.0
 
     def key(self) -> str:
         """Identity of the model a replica holds: same spec and options -> same replicas."""
@@ -176,6 +183,7 @@ class Completion:
     latency_s: float = 0.0
     error: str | None = None
     free: bool = False  # the request had a form that this engine could not enforce: sent as free text
+    reused_from: str | None = None  # the run that asked for this reply, when it was reused (tasks.replies)
 
 
 @dataclass(frozen=True)

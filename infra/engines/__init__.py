@@ -54,8 +54,11 @@ def check_options(spec: str | EngineSpec, options: Mapping[str, Any] | None = No
     return parse_engine_options(parsed.kind, str(parsed), dict(options or {}))
 
 
-def load_engine(spec: str | EngineSpec, options: Mapping[str, Any] | None = None) -> Engine:
-    """Build an engine from ``hf:...``, ``vllm:...`` or ``openai:MODEL@URL`` and its options."""
+def load_engine(
+    spec: str | EngineSpec, options: Mapping[str, Any] | None = None, *, limiter: Any = None
+) -> Engine:
+    """Build an engine from ``hf:...``, ``vllm:...`` or ``openai:MODEL@URL`` and its options;
+    ``limiter``: the rate limits an ``openai:`` engine shares with others (``infra.limiter``)."""
     parsed, note = engine_to_run(spec, options)
     if note:
         import logging
@@ -74,7 +77,7 @@ def load_engine(spec: str | EngineSpec, options: Mapping[str, Any] | None = None
         return VLLMEngine(parsed.model, opts, spec=str(parsed))
     from .openai_engine import OpenAIEngine
 
-    return OpenAIEngine(parsed.model, parsed.base_url, opts, spec=str(parsed))
+    return OpenAIEngine(parsed.model, parsed.base_url, opts, spec=str(parsed), limiter=limiter)
 
 
 def load_tokenizer(spec: str | EngineSpec, options: Mapping[str, Any] | None = None) -> TextTokenizer:

@@ -1,10 +1,14 @@
 """Any OpenAI-compatible endpoint (OpenAI, ``vllm serve``, others) behind the Engine interface.
 
-Generation: concurrent chat requests up to a limit, retries with exponential backoff on 429, 5xx,
-timeouts and dropped connections (tenacity), token accounting, and an optional token budget that
-stops issuing requests cleanly once spent. Scoring: ``/v1/completions`` with token-id prompts and
-vLLM's ``prompt_logprobs`` extension; the tokenizer and chat template are loaded locally (they must
-be the served model's), and a server without prompt log-probs gets a clear error.
+Generation: concurrent chat requests up to a limit, each let through by the provider's rate limits
+(``infra.limiter``: learned from the answers' ``x-ratelimit-*`` headers, shared by every replica of
+the role on a cluster). A 429 pauses the role and the request waits its turn again; it never
+becomes a lost pair. 5xx answers, timeouts and dropped connections are retried with exponential
+backoff (tenacity). An optional token budget is reserved before sending (``tasks.budget``); inside
+a pool the pool holds one budget for the whole run instead. Scoring: ``/v1/completions`` with
+token-id prompts and vLLM's ``prompt_logprobs`` extension; the tokenizer and chat template are
+loaded locally (they must be the served model's), and a server without prompt log-probs gets a
+clear error.
 
 The API key is read from the environment variable named in the options and is never logged, put
 in an error message, or stored.
@@ -24,6 +28,7 @@ from urllib.parse import urlparse
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from tasks.budget import BUDGET_EXHAUSTED, Budget
 from tasks.engine import (
     PROMPT_TOO_LONG,
     REJECTED,
@@ -37,12 +42,13 @@ from tasks.engine import (
 from tasks.scoring.templates import PromptFormat
 from tasks.scoring.tokens import TokenPlan
 
+from ..limiter import Limiter, LocalLimiter
 from .options import OpenAIOptions
 from .tokenizer import TextTokenizer, score_distinct
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-BUDGET_EXHAUSTED = "token_budget_exhausted"
+__all__ = ["BUDGET_EXHAUSTED", "DEFAULT_BASE_URL", "OpenAIEngine", "OpenAIOptions"]
 
 
 class _Retryable(Exception):
@@ -86,7 +92,9 @@ class OpenAIEngine:
         base_url: str | None = None,
         options: OpenAIOptions | None = None,
         spec: str | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
+        """``limiter``: the rate limits this engine shares (a pool's named actor); by default its own."""
         self.options = options or OpenAIOptions()
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -97,6 +105,16 @@ class OpenAIEngine:
         self._structured: str | None = None  # "vllm" or "json_schema", asked once when "auto"
         self._tokenizer: TextTokenizer | None = None
         self._lock = threading.Lock()
+        self._limiter = limiter
+        self.budget = Budget(tokens=self.options.token_budget)
+        self.throttled = 0  # 429s answered to this engine's requests
+
+    @property
+    def limiter(self) -> Limiter:
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = LocalLimiter(self.options.rpm, self.options.tpm)
+            return self._limiter
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIEngine({self.spec!r})"
@@ -113,7 +131,11 @@ class OpenAIEngine:
             )
         return {"Authorization": f"Bearer {key}"}
 
-    async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _send(
+        self, client: httpx.AsyncClient, path: str, body: dict[str, Any], *, retry_429: bool
+    ) -> httpx.Response:
+        """The server's answer; 5xx, timeouts and dropped connections are tried again (and 429s
+        where ``retry_429``: scoring, which no provider limits as it does chat)."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, (_Retryable, httpx.TransportError))),
             wait=wait_random_exponential(multiplier=0.5, max=30),
@@ -122,18 +144,56 @@ class OpenAIEngine:
         ):
             with attempt:
                 resp = await client.post(path, json=body)
-                if resp.status_code == 429 or resp.status_code >= 500:
+                if resp.status_code >= 500 or (retry_429 and resp.status_code == 429):
                     raise _Retryable(f"HTTP {resp.status_code} from {self.base_url}{path}")
-                if resp.status_code in (400, 413, 422):
-                    raise _Refused(
-                        f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}", resp.text
-                    )
-                if resp.status_code >= 400:
-                    raise EngineError(
-                        f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}"
-                    )
-                return dict(resp.json())
+                return resp
         raise AssertionError("unreachable")
+
+    def _checked(self, resp: httpx.Response, path: str) -> dict[str, Any]:
+        if resp.status_code in (400, 413, 422):
+            raise _Refused(
+                f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}", resp.text
+            )
+        if resp.status_code >= 400:
+            raise EngineError(f"HTTP {resp.status_code} from {self.base_url}{path}: {_short(resp.text)}")
+        return dict(resp.json())
+
+    async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._checked(await self._send(client, path, body, retry_429=True), path)
+
+    async def _chat(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion, sent when the rate limits let it go; after a 429 it waits its turn
+        again, for as long as the limits say (a request waits, it does not fail)."""
+        path = "/chat/completions"
+        chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
+        n = len(body["messages"])
+        while True:
+            tokens = await self.limiter.acquire(chars, n, int(body["max_tokens"]))
+            try:
+                resp = await self._send(client, path, body, retry_429=False)
+            except BaseException:
+                await self.limiter.failed(tokens)
+                raise
+            headers = dict(resp.headers)
+            if resp.status_code == 429:
+                if "insufficient_quota" in resp.text:  # OpenAI's 429 for an account out of credit
+                    await self.limiter.failed(tokens)
+                    raise EngineError(
+                        f"{self.base_url} refused the request: the account's quota is used up (HTTP 429 "
+                        f"insufficient_quota): {_short(resp.text)}"
+                    )
+                with self._lock:
+                    self.throttled += 1
+                await self.limiter.throttled(tokens, headers, resp.text)
+                continue
+            try:
+                data = self._checked(resp, path)
+            except BaseException:
+                await self.limiter.answered(tokens, headers, 0, n, 0)
+                raise
+            usage = data.get("usage") or {}
+            await self.limiter.answered(tokens, headers, chars, n, int(usage.get("prompt_tokens") or 0))
+            return data
 
     def _client(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=self.options.concurrency)
@@ -204,9 +264,22 @@ class OpenAIEngine:
         self, request: ChatRequest, sampling: Sampling, mode: str
     ) -> Callable[[httpx.AsyncClient], Awaitable[Completion]]:
         async def job(client: httpx.AsyncClient) -> Completion:
-            budget = self.options.token_budget
-            if budget is not None and self.usage.total >= budget:
-                return Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+            completion = Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+            reservation = None
+            while self.budget.limited and reservation is None:
+                reservation, final = self.budget.try_reserve(request, sampling)
+                if final:
+                    return completion
+                if reservation is None:
+                    await asyncio.sleep(0.05)  # it may fit once requests in flight have settled
+            try:
+                completion = await send(client)
+            finally:
+                if reservation is not None:
+                    self.budget.settle(reservation, completion)
+            return completion
+
+        async def send(client: httpx.AsyncClient) -> Completion:
             body: dict[str, Any] = {
                 "model": self.model,
                 "messages": [dict(m) for m in request.messages],
@@ -221,7 +294,7 @@ class OpenAIEngine:
             body.update(self._form_body(request, sampling, mode))
             start = time.perf_counter()
             try:
-                data = await self._post(client, "/chat/completions", body)
+                data = await self._chat(client, body)
             except _Refused as exc:
                 if exc.too_long:  # this request's prompt does not fit: it fails alone
                     return Completion(

@@ -89,7 +89,24 @@ class OpenAIOptions(_Options):
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
     max_retries: int = Field(6, ge=0)
     timeout_s: float = Field(120.0, gt=0)
-    token_budget: int | None = Field(None, ge=1, description="stop issuing requests after this many tokens")
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="tokens (prompt + completion) this role may spend in a run, over all its replicas; "
+        "reserved before each request is sent, so never overshot",
+    )
+    max_cost: float | None = Field(
+        None,
+        gt=0,
+        description="dollars this role may spend in a run, at its prices (--teacher-price input=... "
+        "output=...); reserved like token_budget",
+    )
+    rpm: int | None = Field(
+        None, ge=1, description="requests per minute (default: learned from the x-ratelimit-* headers)"
+    )
+    tpm: int | None = Field(
+        None, ge=1, description="tokens per minute (default: learned from the x-ratelimit-* headers)"
+    )
     tokenizer: str | None = Field(None, description="local tokenizer for scoring (default: the model name)")
     score_batch: int = Field(8, ge=1, description="token-id prompts per scoring request")
     structured: Literal["auto", "vllm", "json_schema"] = Field(

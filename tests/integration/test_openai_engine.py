@@ -35,12 +35,20 @@ def test_generate_returns_text_and_token_accounting(engine: OpenAIEngine) -> Non
 
 
 def test_token_budget_stops_cleanly(vllm_server: str, tiny_model_path: Path) -> None:
+    from tasks.budget import prompt_tokens_at_most
+
+    request = ChatRequest.user("hello")
+    bound = prompt_tokens_at_most(request) + 4  # what one request may cost at most
     eng = OpenAIEngine(
-        "tiny", vllm_server, OpenAIOptions(tokenizer=str(tiny_model_path), concurrency=1, token_budget=1)
+        "tiny",
+        vllm_server,
+        OpenAIOptions(tokenizer=str(tiny_model_path), concurrency=1, token_budget=bound + 1),
     )
-    out = eng.generate([ChatRequest.user("hello")] * 3, Sampling(max_tokens=4, temperature=0.0))
+    out = eng.generate([request] * 3, Sampling(max_tokens=4, temperature=0.0))
     assert out[0].error is None
+    # The first answer's usage leaves less than a second request's bound: never sent.
     assert [c.error for c in out[1:]] == [BUDGET_EXHAUSTED, BUDGET_EXHAUSTED]
+    assert eng.usage.total <= bound + 1
 
 
 def test_scores_through_vllm_serve_equal_hf(engine: OpenAIEngine, tiny_model_path: Path) -> None:
@@ -112,6 +120,16 @@ def test_retries_429_and_5xx_then_succeeds(scripted, monkeypatch: pytest.MonkeyP
     assert len(handler.seen) == 3
     assert handler.seen[0]["auth"] == "Bearer sk-secret-value"
     assert "sk-secret-value" not in repr(eng)
+
+
+def test_an_account_out_of_quota_is_an_error_not_a_wait(scripted) -> None:
+    url, handler = scripted
+    body = {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}
+    handler.script[:] = [(429, body)]
+    eng = OpenAIEngine("m", url, OpenAIOptions(max_retries=0))
+    with pytest.raises(EngineError, match="quota is used up"):
+        eng.generate([ChatRequest.user("x")], Sampling(max_tokens=2))
+    assert len(handler.seen) == 1
 
 
 def test_server_without_prompt_logprobs_gets_a_clear_error(scripted, tiny_model_path: Path) -> None:

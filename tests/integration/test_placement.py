@@ -70,3 +70,30 @@ def test_more_gpus_than_the_cluster_has_is_an_error_at_once(
 ) -> None:
     with pytest.raises(PoolError, match=r"3 replicas x 2 GPUs .* need 6 GPUs; the Ray cluster has 4"):
         EnginePool(role(tiny_model_path, replicas=3, num_gpus=2))
+
+
+def test_replicas_without_room_say_so_instead_of_waiting_forever(
+    ray_with_4_gpus: None, tiny_model_path: Path
+) -> None:
+    """No placement group here: an actor asking for more CPUs than are free waits in Ray's queue.
+    Replicas load their model after they are placed, so the pool tells the two waits apart."""
+    big = ModelRole(
+        spec=f"hf:{tiny_model_path}",
+        options={"device": "cpu", "threads": 3},
+        num_cpus=3,
+        num_gpus=0,
+        replicas=2,
+    )
+    t0 = time.monotonic()
+    with pytest.raises(PoolError) as caught:
+        EnginePool(big, placement_timeout_s=4)
+    assert time.monotonic() - t0 < 30
+    message = str(caught.value)
+    assert "1 of 2 replicas of hf:" in message and "could not be placed within 4 s" in message
+    assert "each asks for 3 CPU, 0 GPU; the Ray cluster has 4 CPU, 4 GPU" in message
+
+
+def test_an_http_teacher_reserves_no_cpu() -> None:
+    assert ModelRole(spec="openai:gpt-4o-mini").cpus() == 0
+    assert ModelRole(spec="openai:gpt-4o-mini", num_cpus=0.5).cpus() == 0.5
+    assert ModelRole(spec="hf:smollm2").cpus() == 1

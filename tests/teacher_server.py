@@ -1,0 +1,233 @@
+"""An OpenAI-compatible teacher with a provider's per-minute limits, for tests and bench/ratelimit.py.
+
+It serves ``/v1/models`` and ``/v1/chat/completions`` over real HTTP on 127.0.0.1 (a thread, or
+``python -m tests.teacher_server`` as its own process). Like OpenAI it:
+
+- counts a request's prompt tokens (about four characters each, plus four per message) plus its
+  ``max_tokens`` against tokens per minute when the request arrives, and one against requests per
+  minute; both refill continuously at limit/60 a second;
+- states its limits only in ``x-ratelimit-limit-*``, ``-remaining-*`` and ``-reset-*`` headers on
+  every answer, and answers 429 past them (naming the limit; ``retry-after`` only if asked);
+- fills a ``response_format`` JSON schema with text made from the prompt, so a teacher's reply
+  parses, and writes a line of scores where no schema is given (a judge).
+
+Every answered request is recorded with a key of its content, so a test can check that nothing was
+answered twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def count_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def request_key(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Limits:
+    """The server's per-minute limits and what is left of them (a continuous refill)."""
+
+    rpm: int
+    tpm: int
+    full: float = 1.0  # how full the limits are at the first request (below 1: the key is in use)
+    requests_left: float = -1.0
+    tokens_left: float = -1.0
+    at: float | None = None  # the limits start counting at the first request
+
+    def __post_init__(self) -> None:
+        self.requests_left, self.tokens_left = self.full * self.rpm, self.full * self.tpm
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        dt, self.at = (0.0 if self.at is None else now - self.at), now
+        self.requests_left = min(self.rpm, self.requests_left + dt * self.rpm / 60)
+        self.tokens_left = min(self.tpm, self.tokens_left + dt * self.tpm / 60)
+
+    def headers(self) -> dict[str, str]:
+        def reset(left: float, limit: int) -> str:
+            return f"{max(0.0, (limit - left) * 60 / limit):.3f}s"
+
+        return {
+            "x-ratelimit-limit-requests": str(self.rpm),
+            "x-ratelimit-limit-tokens": str(self.tpm),
+            "x-ratelimit-remaining-requests": str(max(0, int(self.requests_left))),
+            "x-ratelimit-remaining-tokens": str(max(0, int(self.tokens_left))),
+            "x-ratelimit-reset-requests": reset(self.requests_left, self.rpm),
+            "x-ratelimit-reset-tokens": reset(self.tokens_left, self.tpm),
+        }
+
+
+@dataclass
+class TeacherServer:
+    url: str = ""
+    limits: Limits | None = None
+    answered: list[dict[str, Any]] = field(default_factory=list)  # {key, at, tokens}
+    throttled: int = 0
+    retry_after: bool = False
+    latency_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tokens_served(self) -> int:
+        """Prompt plus completion tokens of every answered request (what a provider bills)."""
+        return sum(a["prompt_tokens"] + a["completion_tokens"] for a in self.answered)
+
+    def counted_tokens(self) -> int:
+        """Tokens counted against the limit: prompt plus max_tokens of every answered request."""
+        return sum(a["counted"] for a in self.answered)
+
+    def answered_twice(self) -> int:
+        keys = [a["key"] for a in self.answered]
+        return len(keys) - len(set(keys))
+
+
+def _fill(schema: dict[str, Any], prompt: str, max_chars: int) -> dict[str, str]:
+    """Each required string property with text drawn from the prompt, within its maxLength."""
+    words = " ".join(prompt.split()[-40:]) or "an answer"
+    out = {}
+    for name in schema.get("required", list(schema.get("properties", {}))):
+        prop = schema["properties"][name]
+        text = f"A careful {name.replace('_', ' ')}: {words}"
+        out[name] = text[: max(1, min(int(prop.get("maxLength", max_chars)), max_chars))]
+    return out
+
+
+def _reply(body: dict[str, Any]) -> str:
+    prompt = str(body["messages"][-1].get("content") or "")
+    max_chars = 4 * int(body.get("max_tokens") or 256) - 64
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return json.dumps(_fill(fmt["json_schema"]["schema"], prompt, max(16, max_chars // 4)))
+    return "8 6\nThe first answer is more complete."
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: TeacherServer
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(
+                200, {"object": "list", "data": [{"id": "teacher", "object": "model", "owned_by": "test"}]}
+            )
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": "not found"}})
+            return
+        state = self.state
+        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) + 4 for m in body["messages"])
+        counted = prompt_tokens + int(body.get("max_tokens") or 16)
+        headers: dict[str, str] = {}
+        with state.lock:
+            limits = state.limits
+            if limits is not None:
+                limits.refill()
+                over = (
+                    "requests"
+                    if limits.requests_left < 1
+                    else "tokens"
+                    if limits.tokens_left < counted
+                    else None
+                )
+                if over is None:
+                    limits.requests_left -= 1
+                    limits.tokens_left -= counted
+                headers = limits.headers()
+                if over is not None:
+                    state.throttled += 1
+                    if state.retry_after:
+                        rate = (limits.rpm if over == "requests" else limits.tpm) / 60
+                        short = 1 if over == "requests" else counted - limits.tokens_left
+                        headers["retry-after"] = f"{max(0.0, short / rate):.3f}"
+                    message = f"Rate limit reached for teacher on {over} per min. Please try again later."
+                    self._send(
+                        429,
+                        {"error": {"message": message, "type": over, "code": "rate_limit_exceeded"}},
+                        headers,
+                    )
+                    return
+        if state.latency_s:
+            time.sleep(state.latency_s)
+        text = _reply(body)
+        completion_tokens = min(count_tokens(text), int(body.get("max_tokens") or 16))
+        with state.lock:
+            state.answered.append(
+                {
+                    "key": request_key(body),
+                    "at": time.monotonic(),
+                    "counted": counted,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                }
+            )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        self._send(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": usage,
+            },
+            headers,
+        )
+
+
+@contextmanager
+def teacher_server(
+    rpm: int | None = None,
+    tpm: int | None = None,
+    *,
+    full: float = 1.0,
+    retry_after: bool = False,
+    latency_s: float = 0.0,
+) -> Iterator[TeacherServer]:
+    """A teacher on 127.0.0.1 (limits only where rpm and tpm are given, ``full`` at start)."""
+    state = TeacherServer(
+        limits=Limits(rpm, tpm, full) if rpm and tpm else None, retry_after=retry_after, latency_s=latency_s
+    )
+    handler = type("Handler", (_Handler,), {"state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
