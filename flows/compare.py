@@ -185,12 +185,16 @@ def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
     }
     usage = run.usage(summaries)
     cost = run.cost_of(usage, kept=0)
-    summary["cost"] = {k: cost[k] for k in ("total", "device_hours", "currency")}
+    summary["cost"] = {
+        k: cost[k] for k in ("total", "device_hours", "currency", "requests", "reused", "saved")
+    }
     summary["plot"] = _plot(params, store, run_id, per_set, total, source)
     run.versions()["judge_prompt"] = version
     fields = run.usage_fields(usage, cost, shard_rows(judged, summaries, run.started), summaries)
-    run.end("completed", counts_json=json.dumps(summary, default=str), **fields)
-    summary["status"] = "completed"
+    status, cause = run.outcome()
+    summary["cause"] = cause
+    run.end(status, cause, counts_json=json.dumps(summary, default=str), **fields)
+    summary["status"] = status
     return summary
 
 

@@ -16,13 +16,11 @@ from prefect import get_run_logger
 from flows.artifacts import publish_summary
 from flows.params import RunParams
 from flows.run_context import RunContext, shard_rows, stage_usage
-from infra.engines.openai_engine import BUDGET_EXHAUSTED
 from storage.hub_export import run_export
 from storage.report.data import collect, judge_numbers
 from storage.report.page import write_report
 from storage.sql import connect as connect_sql
 from tasks.engine import REQUEST_FAILURES, failure_cause
-from tasks.runs import COMPLETED, STOPPED, RunStatus
 from tasks.shards import ShardJob, ShardSummary
 
 
@@ -92,14 +90,21 @@ class FlowRun(RunContext):
             "occupancy": self.occupancy,
             "ingest": ingest.__dict__,
         }
+        if self.limits:  # an API teacher's rate limits: what was learned, waited and answered 429
+            summary["limits"] = self.limits
         if any(s.stage == "judge" for s in summaries):
             summary["judge"] = judge_numbers(connect_sql(self.store), self.run_id)
         usage = stage_usage(summaries)
         cost = self.cost_of(usage, summary["kept"])
-        summary["cost"] = {k: cost[k] for k in ("total", "per_kept_pair", "device_hours", "currency")}
+        summary["cost"] = {
+            k: cost[k]
+            for k in ("total", "per_kept_pair", "device_hours", "currency", "requests", "reused", "saved")
+        }
         shards = shard_rows(last, summaries, self.started)
         summary["nodes"] = dict(Counter(node for s in shards for node in s["nodes"]))
-        status, cause = outcome(summaries)
+        status, cause = self.outcome()
+        summary["stopped_shards"] = len(self.stops)
+        summary["cause"] = cause
         fields = self.usage_fields(usage, cost, shards, summaries)
         lineage = {**self._row(status, cause, ended=True), **fields}
         summary["export"] = self.export(final, lineage)
@@ -155,12 +160,3 @@ def failures_by_cause(summaries: Sequence[ShardSummary]) -> dict[str, int]:
                 if failure_cause(status) in REQUEST_FAILURES or status.startswith("engine_error"):
                     out[f"{s.stage}/{failure_cause(status)}"] += n
     return dict(sorted(out.items()))
-
-
-def outcome(summaries: Sequence[ShardSummary]) -> tuple[RunStatus, str | None]:
-    """How a run whose every shard finished ended: ``stopped`` where a token budget ran out (the
-    requests past it were never sent), else ``completed``."""
-    unsent = sum(n for s in summaries for status, n in s.counts.items() if BUDGET_EXHAUSTED in status)
-    if unsent:
-        return STOPPED, f"the token budget ran out: {unsent} requests were not sent"
-    return COMPLETED, None

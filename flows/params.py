@@ -100,6 +100,11 @@ class RunParams(BaseModel):
         False,
         description="Never contact the Hugging Face Hub: models must be local folders or already cached.",
     )
+    fresh_replies: bool = Field(
+        False,
+        description="Ask the models again instead of reusing replies stored by earlier runs to the same "
+        "requests (same model, messages, sampling and seed, reply form).",
+    )
     export: ExportParams | None = Field(
         None,
         description="Last stage: curate this run's rows and push them to the Hub (or write a folder); "
@@ -166,6 +171,11 @@ class CompareParams(BaseModel):
     limit: int | None = Field(None, ge=1, description="Only the first N questions of each test set.")
     ray_address: str | None = Field(None, description="As for the factory flows.")
     offline: bool = Field(False, description="Never contact the Hugging Face Hub.")
+    fresh_replies: bool = Field(
+        False,
+        description="Ask the models again instead of reusing replies stored by earlier runs to the same "
+        "requests (same model, messages, sampling and seed, reply form).",
+    )
     plot: str | None = Field(
         None, description="Where the plot goes. Default: comparison-RUN.png in the store."
     )

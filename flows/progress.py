@@ -36,9 +36,24 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
         yield lambda n: progress.advance(task, n)
 
 
+class StageBars:
+    """A flow's bars: ``advance(stage_index)`` counts a shard done; ``note(text)`` shows a line under
+    them (what the run waits on), or hides it with an empty text."""
+
+    def __init__(self, progress: Progress, stages: Sequence[str], total: int) -> None:
+        self._progress = progress
+        self._bars = [progress.add_task(name, total=total) for name in stages]
+        self._note = progress.add_task("", total=None, visible=False)
+
+    def advance(self, i: int) -> None:
+        self._progress.advance(self._bars[i], 1)
+
+    def note(self, text: str) -> None:
+        self._progress.update(self._note, description=text, visible=bool(text))
+
+
 @contextmanager
-def stages_progress(stages: Sequence[str], total: int) -> Iterator[Callable[[int], None]]:
-    """One bar per stage of a flow, each counting shards done; yield ``advance(stage_index)``."""
+def stages_progress(stages: Sequence[str], total: int) -> Iterator[StageBars]:
+    """One bar per stage of a flow, each counting shards done, and a line for what the run waits on."""
     with _progress(TextColumn("shards"), TimeElapsedColumn()) as progress:
-        bars = [progress.add_task(name, total=total) for name in stages]
-        yield lambda i: progress.advance(bars[i], 1)
+        yield StageBars(progress, stages, total)

@@ -33,22 +33,27 @@ from prefect.futures import PrefectFuture
 from flows.shard_chains import run_shard_chains
 from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
-from infra.pool import close_pools, get_pool
+from infra.pool import close_pools, get_pool, pools_limits
 from storage.heartbeats import Heartbeats
+from storage.replies import StoreReplies
 from storage.store import Store
 from tasks.cost import Prices, StageUsage, cost_report
 from tasks.engine import Engine, ModelRole
+from tasks.replies import ReplyCache
 from tasks.runs import (
     CANCELLED,
+    COMPLETED,
     HEARTBEAT_S,
     RUNNING,
+    STOPPED,
     Heartbeat,
     RunStatus,
+    RunStopped,
     ending,
     new_run_id,
 )
 from tasks.scoring.ifd import SCORING_VERSION
-from tasks.shards import STAGES, ShardSummary
+from tasks.shards import STAGES, WRITERS, ShardSummary
 from tasks.versions import package_versions
 
 PACKAGES = (
@@ -80,13 +85,24 @@ def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 
 class FactoryServices:
-    """Engines as Ray pools of replicas, and one store: what the shard tasks are given."""
+    """Engines as Ray pools of replicas, behind the store's replies (``tasks.replies``: a request
+    answered by any earlier run is not asked again), and one store: what the shard tasks are given."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, run_id: str, *, fresh: bool = False) -> None:
         self._store = store
+        self._replies = StoreReplies(store)
+        self._run_id = run_id
+        self._fresh = fresh
+        self._cached: dict[str, ReplyCache] = {}
+        self._lock = threading.Lock()
 
     def engine(self, role: ModelRole) -> Engine:
-        return get_pool(role)
+        pool = get_pool(role)
+        with self._lock:
+            key = f"{role.key()}:{role.replicas}"
+            if key not in self._cached:
+                self._cached[key] = ReplyCache(pool, role, self._replies, self._run_id, fresh=self._fresh)
+            return self._cached[key]  # type: ignore[return-value]
 
     def store(self) -> Store:
         return self._store
@@ -110,6 +126,8 @@ class RunContext:
         self.seconds: dict[str, float] = {}
         self.occupancy: dict[str, dict[str, float]] = {}  # per stage, from the pools
         self.status: RunStatus = RUNNING
+        self.stops: list[RunStopped] = []  # shards that met a budget (not committed)
+        self.limits: dict[str, dict[str, Any]] = {}  # the providers' rate limits, as the run met them
         self._ended = threading.Lock()
         self._done = False
         self._stop_beats = threading.Event()
@@ -201,16 +219,33 @@ class RunContext:
         submit: Callable[[Any, FactoryServices], list[PrefectFuture[ShardSummary]]],
     ) -> list[ShardSummary]:
         """Every shard's chain of tasks on Ray replicas; every summary (``flows.progress``)."""
-        summaries, self.occupancy = run_shard_chains(
+        services = FactoryServices(
+            self.store, self.run_id, fresh=bool(getattr(self.params, "fresh_replies", False))
+        )
+        summaries, self.occupancy, self.stops = run_shard_chains(
             self.flow,
             self.params.ray_address,
             jobs,
             stages,
-            lambda job: submit(job, FactoryServices(self.store)),
+            lambda job: submit(job, services),
             self.seconds,
             roles=list(self.roles.values()) if jobs else [],
         )
+        self.limits = pools_limits() if jobs else {}
         return summaries
+
+    def outcome(self) -> tuple[RunStatus, str | None]:
+        """How a run whose shards all ended ended: ``stopped`` where a budget ran out (those shards are
+        not committed; a rerun of the run id with a larger budget finishes them), else ``completed``."""
+        if not self.stops:
+            return COMPLETED, None
+        causes = dict.fromkeys(
+            str(s).split(":", 1)[0] for s in self.stops
+        )  # "the token budget of ... ran out"
+        return STOPPED, (
+            f"{'; '.join(causes)}: {len(self.stops)} shards were not finished. Rerun with the same run id "
+            "and a larger budget: the replies already paid for are reused"
+        )
 
     # -- accounting ----------------------------------------------------------------------------------
     def prices(self) -> dict[str, Prices]:
@@ -275,15 +310,23 @@ def cancel_active(cause: str) -> list[str]:
 
 def stage_usage(summaries: Sequence[ShardSummary]) -> list[StageUsage]:
     """What each stage used: the tokens its model wrote (every shard, resumed ones included: the rows
-    record them) and engine device-seconds (the shards this run computed)."""
-    used: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    record them), engine device-seconds (the shards this run computed), the requests asked and the
+    replies reused from earlier runs, with what those cost them."""
+    summed = ("prompt_tokens", "completion_tokens", "device_seconds", "reused", "saved_prompt_tokens",
+              "saved_completion_tokens")  # fmt: skip
+    used: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for s in summaries:
-        used[s.stage][0] += s.prompt_tokens
-        used[s.stage][1] += s.completion_tokens
-        used[s.stage][2] += s.device_seconds
+        for name in summed:
+            used[s.stage][name] += getattr(s, name)
+        if s.stage in STAGES and STAGES[s.stage].role in WRITERS:
+            used[s.stage]["requests"] += s.rows - s.reused
     return [
-        StageUsage(stage, STAGES[stage].role if stage in STAGES else None, int(p), int(c), d)
-        for stage, (p, c, d) in used.items()
+        StageUsage(
+            stage,
+            STAGES[stage].role if stage in STAGES else None,
+            **{k: v if k == "device_seconds" else int(v) for k, v in u.items()},  # type: ignore[arg-type]
+        )
+        for stage, u in used.items()
     ]
 
 

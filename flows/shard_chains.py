@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
@@ -11,9 +13,34 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.artifacts import StageProgress
 from flows.progress import stages_progress
 from infra.cluster import connect
-from infra.pool import pools_occupancy, start_pool
+from infra.pool import pools_limits, pools_occupancy, start_pool
 from tasks.engine import ModelRole
+from tasks.limits import waiting_line
+from tasks.runs import RunStopped
 from tasks.shards import ShardSummary
+
+
+@contextmanager
+def watching_limits(note: Callable[[str], None], every_s: float = 1.0) -> Iterator[None]:
+    """Show, under the bars, which provider limit the run waits on (a thread asks the pools' limiters)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            try:
+                lines = [line for spec, s in pools_limits().items() if (line := waiting_line(spec, s))]
+            except Exception:  # a view: a limiter gone (the run ending) shows nothing
+                lines = []
+            note("; ".join(lines))
+
+    thread = threading.Thread(target=watch, name="limits-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        note("")
 
 
 def run_shard_chains(
@@ -24,8 +51,9 @@ def run_shard_chains(
     submit: Callable[[Any], list[PrefectFuture[ShardSummary]]],
     seconds: dict[str, float],
     roles: Sequence[ModelRole] = (),
-) -> tuple[list[ShardSummary], dict[str, dict[str, float]]]:
-    """Submit every shard's chain of tasks; every summary, and the pools' occupancy per stage.
+) -> tuple[list[ShardSummary], dict[str, dict[str, float]], list[RunStopped]]:
+    """Submit every shard's chain of tasks; every summary, the pools' occupancy per stage, and the
+    shards that stopped on a budget (their chains end there; any other failure is raised).
     ``seconds`` gets the wall time of joining Ray and of the shards. The replicas of every role start
     loading at once (a command has started them already; a deployment's run starts them here), and
     the run context that calls this releases them when the run ends."""
@@ -36,20 +64,27 @@ def run_shard_chains(
     seconds["ray"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        with stages_progress(stages, len(jobs)) as advance:
+        with stages_progress(stages, len(jobs)) as bars, watching_limits(bars.note):
             artifacts = StageProgress(flow, stages, len(jobs))
             chains = [submit(job) for job in jobs]
             stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
             for done in as_completed([f for chain in chains for f in chain]):
                 done.wait()  # its final state; ``state`` alone may ask the API, which lags
                 if done.state.is_completed():
-                    advance(stage_of[id(done)])
+                    bars.advance(stage_of[id(done)])
                     artifacts.advance(stage_of[id(done)])
             artifacts.close()
             # In stage order, so that a failure raises its own error, not a downstream "not run".
+            summaries: list[ShardSummary] = []
+            stopped: dict[int, RunStopped] = {}
             for i in range(len(stages)):
-                for chain in chains:
-                    chain[i].result()
-            return [future.result() for chain in chains for future in chain], pools_occupancy()
+                for c, chain in enumerate(chains):
+                    if c in stopped:
+                        continue
+                    try:
+                        summaries.append(chain[i].result())
+                    except RunStopped as exc:
+                        stopped[c] = exc
+            return summaries, pools_occupancy(), list(stopped.values())
     finally:
         seconds["shards"] = time.perf_counter() - t0

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.budget import BUDGET_EXHAUSTED, Budget, Reservation
+from tasks.budget import Budget, Reservation, exhausted
 from tasks.engine import ChatRequest, Completion, ModelRole, Sampling, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import PromptFormat
 from tasks.usage import current_stage, record_engine_time
@@ -54,6 +54,12 @@ RUN_OPTIONS = ("token_budget", "max_cost")
 
 class PoolError(RuntimeError):
     """A batch failed on every try, or replicas could not start or be placed; says which and why."""
+
+
+class Unplaceable(PoolError):
+    """Replicas that Ray cannot place: no retry changes that (the run fails with exit 2)."""
+
+    final = True
 
 
 class EnginePool:
@@ -92,6 +98,7 @@ class EnginePool:
                 remote.options(**options).remote(role.spec, engine_options, role.merge_bound, self.limiter)
             )
         self._placed_refs = [a.__ray_ready__.remote() for a in self.actors]
+        self._unplaceable: Unplaceable | None = None
         self._ready_refs = [a.ready.remote() for a in self.actors]
         # The tokenizer loads when a scorer first asks for the prompt format: a generator behind an
         # OpenAI-style API (a judge, a served teacher) may have no tokenizer to load.
@@ -124,12 +131,15 @@ class EnginePool:
         with self._ready_lock:
             if self.replicas_ready:
                 return
+            if self._unplaceable is not None:  # said once; every later caller gets the same error
+                raise self._unplaceable
             _, unplaced = ray.wait(
                 self._placed_refs, num_returns=len(self._placed_refs), timeout=self.placement_timeout_s
             )
             if unplaced:
                 self.close()
-                raise PoolError(self._unplaced(len(unplaced)))
+                self._unplaceable = Unplaceable(self._unplaced(len(unplaced)))
+                raise self._unplaceable
             try:
                 ready = ray.get(self._ready_refs, timeout=self.ready_timeout_s)
             except Exception as exc:
@@ -251,7 +261,7 @@ class EnginePool:
                 if got is not None:
                     held.append((i, got))
                 elif final:
-                    out[i] = Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+                    out[i] = Completion("", None, 0, 0, error=exhausted(self.budget))
                 else:
                     waiting = pending[k:]
                     break
@@ -263,7 +273,7 @@ class EnginePool:
             elif waiting:
                 self.budget.wait_for_settle()
             pending = waiting
-        return [c if c is not None else Completion("", None, 0, 0, error=BUDGET_EXHAUSTED) for c in out]
+        return [c if c is not None else Completion("", None, 0, 0, error=exhausted(self.budget)) for c in out]
 
     def _generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
         if not requests:
@@ -518,6 +528,13 @@ def get_pool(role: ModelRole) -> EnginePool:
     pool = start_pool(role)
     pool.wait_ready()
     return pool
+
+
+def pools_limits() -> dict[str, dict[str, Any]]:
+    """The shared rate limiters' state of this process's ``openai:`` pools, by spec."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+    return {pool.spec: limits for pool in pools if (limits := pool.limits()) is not None}
 
 
 def pools_occupancy() -> dict[str, dict[str, float]]:

@@ -17,6 +17,7 @@ _ACCOUNTING = [
     ("completion_tokens", pa.int64()),
     ("latency_s", pa.float64()),
     ("finish_reason", pa.string()),
+    ("reply_from", pa.string()),  # the run that asked for the reply, when this run reused it
 ]
 _SCORES = [
     ("loss_cond", pa.float64()),
@@ -71,6 +72,7 @@ _VERDICT = [
     ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
     ("latency_s", pa.float64()),
+    ("reply_from", pa.string()),  # the run that asked for the replies, when this run reused them all
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -91,6 +93,21 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("cause", pa.string()),  # why a run failed, was cancelled or stopped: one line
             ("host", pa.string()),  # where the run's driver ran
             ("pid", pa.int64()),  # its process there
+        ]
+    ),
+    # Model replies by their content (tasks.replies): one teacher pass serves every student.
+    "replies": pa.schema(
+        [
+            ("key", pa.string()),
+            ("run_id", pa.string()),  # the run that asked for it
+            ("model", pa.string()),
+            ("text", pa.string()),
+            ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("latency_s", pa.float64()),
+            ("free", pa.bool_()),
+            ("created_at", TS),
         ]
     ),
     "seeds": pa.schema(

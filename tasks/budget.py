@@ -16,12 +16,30 @@ from dataclasses import dataclass
 
 from tasks.cost import Prices
 from tasks.engine import ChatRequest, Completion, Sampling
+from tasks.runs import RunStopped
 
 BUDGET_EXHAUSTED = "token_budget_exhausted"
 # Markup tokens a chat template may add per message and per chat (role names, separators, a
 # default system prompt), on top of one token per byte of text.
 MARKUP_PER_MESSAGE = 8
 MARKUP_PER_CHAT = 64
+
+
+class BudgetStopped(RunStopped):
+    """A stage's shard met its role's budget: requests were refused, so the shard is not committed."""
+
+    final = True  # no retry can change it
+
+    @classmethod
+    def of(cls, stage: str, shard: int, unsent: int, status: str) -> BudgetStopped:
+        """From the status of a refused request (``token_budget_exhausted (token budget of ...)``)."""
+        budget = status.split("(", 1)[1].rsplit(")", 1)[0] if "(" in status else "budget"
+        return cls(f"the {budget} ran out: {unsent} requests of stage {stage} (shard {shard}) were not sent")
+
+
+def exhausted(budget: Budget) -> str:
+    """The error of a request refused by ``budget``, naming it (``token_budget_exhausted (...)``)."""
+    return f"{BUDGET_EXHAUSTED} ({budget.describe()})"
 
 
 def prompt_tokens_at_most(request: ChatRequest) -> int:

@@ -48,10 +48,18 @@ class StageUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     device_seconds: float = 0.0  # engine seconds x devices per replica
+    requests: int = 0  # rows whose replies the role's model was asked for in this run
+    reused: int = 0  # rows whose replies came from an earlier run (tasks.replies)
+    saved_prompt_tokens: int = 0  # what those replies cost when they were asked for
+    saved_completion_tokens: int = 0
 
     @property
     def device_hours(self) -> float:
         return self.device_seconds / 3600.0
+
+    def saved(self) -> StageUsage:
+        """The reused replies as usage: what this run would have paid for them."""
+        return StageUsage(self.stage, self.role, self.saved_prompt_tokens, self.saved_completion_tokens)
 
 
 def stage_cost(usage: StageUsage, prices: Prices | None) -> float | None:
@@ -76,10 +84,13 @@ def cost_report(usages: Iterable[StageUsage], prices: Mapping[str, Prices], kept
     """
     stages = []
     for usage in usages:
-        cost = stage_cost(usage, prices.get(usage.role or ""))
-        stages.append({**asdict(usage), "device_hours": usage.device_hours, "cost": cost})
+        role_prices = prices.get(usage.role or "")
+        cost = stage_cost(usage, role_prices)
+        saved = stage_cost(usage.saved(), role_prices) if usage.reused else None
+        stages.append({**asdict(usage), "device_hours": usage.device_hours, "cost": cost, "saved": saved})
     costs = [s["cost"] for s in stages if s["cost"] is not None]
     total = sum(costs) if costs else None
+    savings = [s["saved"] for s in stages if s["saved"] is not None]
     with_model = [s for s in stages if s["role"] is not None]
     return {
         "currency": CURRENCY,
@@ -88,6 +99,9 @@ def cost_report(usages: Iterable[StageUsage], prices: Mapping[str, Prices], kept
         "completion_tokens": sum(s["completion_tokens"] for s in stages),
         "device_hours": sum(s["device_hours"] for s in stages),
         "total": total,
+        "requests": sum(s["requests"] for s in stages),
+        "reused": sum(s["reused"] for s in stages),
+        "saved": sum(savings) if savings else None,  # what the reused replies cost their runs
         "priced": total is not None and all(s["cost"] is not None for s in with_model),
         "kept": kept,
         "per_kept_pair": total / kept if total is not None and kept else None,

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 Limit = Literal["requests", "tokens"]
 LIMITS: tuple[Limit, ...] = ("requests", "tokens")
@@ -274,6 +274,23 @@ class RateLimits:
             if kind in stated.remaining:
                 told = stated.remaining[kind] - self.outstanding[kind]
                 bucket.level = min(bucket.level, float(told))
+
+
+def waiting_line(spec: str, snapshot: Mapping[str, Any]) -> str | None:
+    """One line for the progress display while a role waits on a limit, else None:
+    ``openai:gpt-4o-mini: waiting on tokens per minute (30,000); 12 queued, 41.0 s waited, 2 x 429``."""
+    kind = snapshot.get("waiting_on")
+    if not kind:
+        return None
+    limit = snapshot.get("limits", {}).get(kind)
+    what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(kind, kind)
+    stated = f" ({limit:,})" if limit else ""
+    waited = sum(snapshot.get("waited_s", {}).values())
+    throttled = sum(snapshot.get("throttled", {}).values())
+    tail = f", {throttled} x 429" if throttled else ""
+    return (
+        f"{spec}: waiting on {what}{stated}; {snapshot.get('queued', 0)} queued, {waited:.1f} s waited{tail}"
+    )
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tasks.budget import BUDGET_EXHAUSTED, BudgetStopped
 from tasks.engine import Engine, ModelRole, Sampling
 from tasks.ingest.records import Question
 from tasks.prompts import PROMPT_VERSIONS
@@ -89,6 +90,9 @@ class ShardSummary:
     device_seconds: float = 0.0  # engine seconds x devices per replica spent on it in this run
     nodes: tuple[str, ...] = ()  # Ray nodes whose replicas computed it (this run)
     finished_at: float = 0.0  # wall clock (epoch seconds) when its task finished
+    reused: int = 0  # rows whose model replies came from an earlier run (tasks.replies)
+    saved_prompt_tokens: int = 0  # what those replies cost when they were asked for
+    saved_completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,14 +136,23 @@ def summarize(
     stage's own model wrote them: a trace row carries its teacher reply's tokens, not the student's."""
     present = rows[0].keys() if rows else ()
     own_tokens = stage.role in WRITERS
+    asked = [r for r in rows if not r.get("reply_from")] if own_tokens else []
+    reused = [r for r in rows if r.get("reply_from")] if own_tokens else []
+
+    def tokens(rows: Rows, kind: str) -> int:
+        return sum(int(r.get(kind) or 0) for r in rows)
+
     return ShardSummary(
         stage=stage.name,
         shard=shard,
         rows=len(rows),
         resumed=resumed,
         seconds=seconds,
-        prompt_tokens=sum(int(r.get("prompt_tokens") or 0) for r in rows) if own_tokens else 0,
-        completion_tokens=sum(int(r.get("completion_tokens") or 0) for r in rows) if own_tokens else 0,
+        prompt_tokens=tokens(asked, "prompt_tokens"),
+        completion_tokens=tokens(asked, "completion_tokens"),
+        reused=len(reused),
+        saved_prompt_tokens=tokens(reused, "prompt_tokens"),
+        saved_completion_tokens=tokens(reused, "completion_tokens"),
         counts=dict(Counter(str(r.get(stage.count_by) or "ok") for r in rows)),
         flags={k: sum(1 for r in rows if r.get(k) is True) for k in FLAGS if k in present},
         device_seconds=device_seconds,
@@ -170,6 +183,16 @@ def run_stage(
         )
     with metering(stage.name) as meter:
         rows = [{"run_id": job.run_id, "shard": job.shard, **r} for r in compute(store)]
+    unsent = [
+        str(r[k])
+        for r in rows
+        for k in (stage.count_by, "failure", "rating_failure")
+        if BUDGET_EXHAUSTED in str(r.get(k) or "")
+    ]
+    if unsent:
+        # Not committed: a rerun of this run id with a larger budget computes the shard again, and
+        # the replies it already paid for come from the store (tasks.replies).
+        raise BudgetStopped.of(stage.name, job.shard, len(unsent), unsent[0])
     store.commit_shard(stage.table, rows, run_id=job.run_id, stage=stage.name, shard=job.shard)
     return summarize(
         stage,
@@ -193,4 +216,4 @@ def upstream(store: ShardStore, job: ShardJob, stage: Stage) -> Rows:
 
 def reflections_of(rows: Sequence[dict[str, Any]]) -> list[ReflectionRow]:
     names = ReflectionRow.__dataclass_fields__
-    return [ReflectionRow(**{k: row[k] for k in names}) for row in rows]
+    return [ReflectionRow(**{k: row.get(k) for k in names}) for row in rows]  # type: ignore[arg-type]

@@ -97,10 +97,11 @@ class TeacherServer:
 def _fill(schema: dict[str, Any], prompt: str, max_chars: int) -> dict[str, str]:
     """Each required string property with text drawn from the prompt, within its maxLength."""
     words = " ".join(prompt.split()[-40:]) or "an answer"
+    tag = hashlib.sha256(prompt.encode()).hexdigest()[:8]  # replies to different prompts differ
     out = {}
     for name in schema.get("required", list(schema.get("properties", {}))):
         prop = schema["properties"][name]
-        text = f"A careful {name.replace('_', ' ')}: {words}"
+        text = f"A careful {name.replace('_', ' ')} ({tag}): {words}"
         out[name] = text[: max(1, min(int(prop.get("maxLength", max_chars)), max_chars))]
     return out
 

@@ -70,6 +70,12 @@ def compare_command(
     ] = None,
     ray_address: Annotated[str | None, typer.Option(help="as for reflectory run")] = None,
     offline: Annotated[bool | None, typer.Option("--offline/--online", help="never contact the Hub")] = None,
+    fresh_replies: Annotated[
+        bool | None,
+        typer.Option(
+            "--fresh-replies/--reuse-replies", help="ask the models and the judge again [default: reuse]"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     config: Annotated[
         Path | None, typer.Option(help="JSON or YAML file with the parameters (flags override it)")
@@ -114,7 +120,7 @@ def compare_command(
         flags = {
             "answers_a": answers_a, "answers_b": answers_b, "test_sets_dir": test_sets_dir, "limit": limit,
             "store": store, "run_id": run_id, "shard_size": shard_size, "plot": plot,
-            "ray_address": ray_address, "offline": offline,
+            "ray_address": ray_address, "offline": offline, "fresh_replies": fresh_replies,
             "test_sets": [s.strip() for s in test_sets.split(",") if s.strip()] if test_sets else None,
         }  # fmt: skip
         merged.update({k: v for k, v in flags.items() if v is not None})

@@ -148,6 +148,13 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             bool | None,
             typer.Option("--offline/--online", help="never contact the Hub (also HF_HUB_OFFLINE=1)"),
         ] = None,
+        fresh_replies: Annotated[
+            bool | None,
+            typer.Option(
+                "--fresh-replies/--reuse-replies",
+                help="ask the models again instead of reusing replies stored by earlier runs",
+            ),
+        ] = None,
         config: Annotated[
             Path | None, typer.Option(help="JSON or YAML file with the flow's parameters (flags override it)")
         ] = None,
@@ -173,6 +180,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 "temperature": temperature, "repetition_penalty": repetition_penalty,
                 "constrained": None if free_text is None else not free_text,
                 "ray_address": ray_address, "offline": offline, "judge": judge,
+                "fresh_replies": fresh_replies,
             }  # fmt: skip
             merged = merge_flags(base, flags)
         except (ValueError, EngineError) as exc:
@@ -326,6 +334,10 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
             table.add_row(
                 "judge: kept pairs' rating", f"{judged['mean_rating']:.2f} / 10 over {judged['rated']}"
             )
+    for spec, limits in (summary.get("limits") or {}).items():
+        waited = ", ".join(f"{s:.1f} s on {k}" for k, s in limits.get("waited_s", {}).items() if s) or "none"
+        throttled = sum(limits.get("throttled", {}).values())
+        table.add_row(f"limits {spec.split('@')[0]}", f"waited {waited}; {throttled} x 429")
     nodes = summary.get("nodes") or {}
     if len(nodes) > 1:  # on a cluster: where the shards ran
         for node, n in sorted(nodes.items()):
@@ -335,7 +347,12 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
     if cost.get("total") is not None:  # no prices given: no cost shown, never an invented one
         table.add_row("cost", format_cost(cost["total"]))
         table.add_row("cost per kept pair", format_cost(cost.get("per_kept_pair")))
+    if cost.get("reused"):
+        saved = f" (saved {format_cost(cost['saved'])})" if cost.get("saved") is not None else ""
+        table.add_row("replies reused", f"{cost['reused']} of {cost['reused'] + cost['requests']}{saved}")
     console.print(table)
+    if summary.get("status") == "stopped":
+        err.print(f"[yellow]stopped:[/] {summary['cause']}", soft_wrap=True)
     if summary.get("report"):
         console.print(f"Report: {summary['report']}", soft_wrap=True)  # a path stays one line
     console.print("Look at the results with SQL, for example:")

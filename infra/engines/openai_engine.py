@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from tasks.budget import BUDGET_EXHAUSTED, Budget
+from tasks.budget import BUDGET_EXHAUSTED, Budget, exhausted
 from tasks.engine import (
     PROMPT_TOO_LONG,
     REJECTED,
@@ -264,7 +264,7 @@ class OpenAIEngine:
         self, request: ChatRequest, sampling: Sampling, mode: str
     ) -> Callable[[httpx.AsyncClient], Awaitable[Completion]]:
         async def job(client: httpx.AsyncClient) -> Completion:
-            completion = Completion("", None, 0, 0, error=BUDGET_EXHAUSTED)
+            completion = Completion("", None, 0, 0, error=exhausted(self.budget))
             reservation = None
             while self.budget.limited and reservation is None:
                 reservation, final = self.budget.try_reserve(request, sampling)

@@ -57,6 +57,8 @@ def judgements(
         row["prompt_tokens"] += r.pop("rating_prompt_tokens")
         row["completion_tokens"] += r.pop("rating_completion_tokens")
         row["latency_s"] += r.pop("rating_latency_s")
+        rating_from = r.pop("rating_reply_from")
+        row["reply_from"] = row.get("reply_from") if rating_from else None
         row.update(r)
     return [rows[s.id] for s in seeds]
 

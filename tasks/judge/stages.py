@@ -62,10 +62,12 @@ def _scores(c: Completion, parse: Any) -> Scores:
 
 
 def _accounting(*completions: Completion) -> dict[str, Any]:
+    """Tokens and seconds of a row's replies; ``reply_from`` where every one was reused."""
     return {
         "prompt_tokens": sum(c.prompt_tokens for c in completions),
         "completion_tokens": sum(c.completion_tokens for c in completions),
         "latency_s": sum(c.latency_s for c in completions),
+        "reply_from": completions[0].reused_from if all(c.reused_from for c in completions) else None,
     }
 
 

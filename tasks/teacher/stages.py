@@ -103,6 +103,7 @@ class ReflectionRow:
     latency_s: float
     finish_reason: str | None
     sampling_json: str
+    reply_from: str | None = None  # the run that asked for this reply, when it was reused
 
     @property
     def ok(self) -> bool:
@@ -132,6 +133,7 @@ class TraceRow:
     completion_tokens: int
     latency_s: float
     finish_reason: str | None
+    reply_from: str | None = None  # the run that asked for this reply, when it was reused
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +269,7 @@ def _row(
         latency_s=c.latency_s,
         finish_reason=c.finish_reason,
         sampling_json=sampling_json(sampling),
+        reply_from=c.reused_from,
     )
 
 
@@ -315,6 +318,7 @@ def generate_traces(
                 completion_tokens=c.completion_tokens,
                 latency_s=c.latency_s,
                 finish_reason=c.finish_reason,
+                reply_from=c.reused_from,
             )
         )
     return rows, stats

@@ -54,7 +54,7 @@ def trace_table_rows(
         kept, reason = decide(trace, score)
         out.append(
             {
-                **{k: trace[k] for k in fields},
+                **{k: trace.get(k) for k in fields},  # a column added later reads as None
                 "student": student,
                 "ifd_ppl": score.ifd.ppl if score else math.nan,
                 "ifd_loss": score.ifd.loss if score else math.nan,

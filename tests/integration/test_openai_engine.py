@@ -47,7 +47,8 @@ def test_token_budget_stops_cleanly(vllm_server: str, tiny_model_path: Path) -> 
     out = eng.generate([request] * 3, Sampling(max_tokens=4, temperature=0.0))
     assert out[0].error is None
     # The first answer's usage leaves less than a second request's bound: never sent.
-    assert [c.error for c in out[1:]] == [BUDGET_EXHAUSTED, BUDGET_EXHAUSTED]
+    refused = f"{BUDGET_EXHAUSTED} (token budget of {bound + 1:,} tokens)"
+    assert [c.error for c in out[1:]] == [refused, refused]
     assert eng.usage.total <= bound + 1
 
 

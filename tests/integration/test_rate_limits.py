@@ -54,7 +54,7 @@ def test_a_token_budget_is_reserved_before_sending_and_never_overshot() -> None:
         batch = requests(40)
         out = engine.generate(batch, SAMPLING)
         sent = [c for c in out if c.error is None]
-        refused = [c for c in out if c.error == BUDGET_EXHAUSTED]
+        refused = [c for c in out if c.error == f"{BUDGET_EXHAUSTED} (token budget of 700 tokens)"]
         assert sent and refused and len(sent) + len(refused) == 40
         assert server.tokens_served() <= 700
         # Refused only when even the bound of one more request no longer fits what is left.

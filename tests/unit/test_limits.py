@@ -152,3 +152,19 @@ def test_the_token_estimate_learns_from_usage_and_leans_high() -> None:
     assert limits.tokens_per_char == pytest.approx(0.25, rel=0.01)
     limits.answered(limits.take(1, 0.0), {}, 0.0, prompt_chars=400, messages=1, prompt_tokens=204)
     assert limits.tokens_per_char == pytest.approx(0.5)  # a denser prompt raises it at once
+
+
+def test_the_progress_line_says_which_limit_the_role_waits_on() -> None:
+    from tasks.limits import waiting_line
+
+    snapshot = {
+        "limits": {"requests": 500, "tokens": 30_000},
+        "waiting_on": "tokens",
+        "queued": 12,
+        "waited_s": {"tokens": 40.0, "first answer": 1.0},
+        "throttled": {"tokens": 2},
+    }
+    assert waiting_line("openai:gpt-4o-mini", snapshot) == (
+        "openai:gpt-4o-mini: waiting on tokens per minute (30,000); 12 queued, 41.0 s waited, 2 x 429"
+    )
+    assert waiting_line("openai:gpt-4o-mini", {**snapshot, "waiting_on": None}) is None

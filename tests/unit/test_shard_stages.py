@@ -223,3 +223,101 @@ def test_the_judge_stage_judges_each_pair_once_and_reads_its_shard_back() -> Non
     calls = dict(engine.calls)
     again = judge_task.fn(j, services)
     assert again.resumed and engine.calls == calls and again.counts == judged.counts
+
+
+class MemoryReplies:
+    """``tasks.replies.ReplyStore`` in memory."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Any]:
+        from tasks.replies import StoredReply
+
+        fields = StoredReply.__dataclass_fields__
+        return {k: StoredReply(**{f: self.rows[k][f] for f in fields}) for k in keys if k in self.rows}
+
+    def save(self, rows: Sequence[dict[str, Any]]) -> None:
+        for r in rows:
+            self.rows.setdefault(r["key"], dict(r))
+
+
+class CachedServices(FakeServices):
+    """What the flows give their tasks: every engine behind the store's replies."""
+
+    def __init__(self, engine: CountingEngine, replies: MemoryReplies, run_id: str, fresh: bool = False):
+        super().__init__(engine)
+        from tasks.replies import ReplyCache
+
+        self.cache = ReplyCache(engine, ModelRole(spec="hf:fake"), replies, run_id, fresh=fresh)  # type: ignore[arg-type]
+
+    def engine(self, role: ModelRole) -> Any:
+        return self.cache
+
+
+def test_a_second_run_of_another_id_reuses_every_teacher_reply_and_says_whose() -> None:
+    engine, replies = CountingEngine(), MemoryReplies()
+    first = run_chain(CachedServices(engine, replies, "r1"), job())
+    asked = engine.calls["generate"]
+    services = CachedServices(engine, replies, "r2")
+    second = [task.fn(replace_run(job(), "r2"), services) for task in RECYCLE]
+    assert engine.calls["generate"] == asked  # the teacher was not asked again
+    assert services.cache.asked == 0 and services.cache.reused == 3 * len(PAIRS)
+    rows = services.store().read_shard("reflections", "r2", "instruction", 0) or []
+    assert {r["reply_from"] for r in rows} == {"r1"}
+    # Tokens: none spent by the second run; what the reused replies cost is counted as saved.
+    assert second[0].prompt_tokens == 0 and second[0].saved_prompt_tokens == first[0].prompt_tokens > 0
+    assert second[0].reused == len(PAIRS)
+    # The same decisions: the replies are the same.
+    decided = services.store().read_shard("selected", "r2", "select", 0) or []
+    assert len(decided) == len(PAIRS)
+    # Fresh replies ask again.
+    fresh = CachedServices(engine, replies, "r3", fresh=True)
+    reflect_instructions_task.fn(replace_run(job(), "r3"), fresh)
+    assert engine.calls["generate"] == asked + 1 and fresh.cache.asked == len(PAIRS)
+
+
+def replace_run(j: ShardJob, run_id: str) -> ShardJob:
+    from dataclasses import replace
+
+    return replace(j, run_id=run_id)
+
+
+def test_a_shard_that_meets_its_budget_is_not_committed_and_keeps_what_it_paid_for() -> None:
+    from tasks.budget import BudgetStopped
+    from tasks.runs import RunStopped
+
+    class Budgeted(CountingEngine):
+        """Answers ``allowed`` requests, then refuses the rest as a pool over its budget does."""
+
+        def __init__(self, allowed: int) -> None:
+            super().__init__()
+            self.allowed = allowed
+
+        def generate(self, requests: Sequence[ChatRequest], sampling: Sampling) -> list[Completion]:
+            out = super().generate(requests, sampling)
+            refused = "token_budget_exhausted (token budget of 99 tokens)"
+            for i in range(len(out)):
+                if self.allowed <= 0:
+                    out[i] = Completion("", None, 0, 0, error=refused)
+                self.allowed -= 1
+            return out
+
+    replies = MemoryReplies()
+    services = CachedServices(Budgeted(allowed=2), replies, "r1")
+    with pytest.raises(
+        BudgetStopped, match=r"the token budget of 99 tokens ran out: 1 requests of stage instruction"
+    ) as caught:
+        reflect_instructions_task.fn(job(), services)
+    assert isinstance(caught.value, RunStopped) and caught.value.final
+    assert services.store().commits == {}  # not committed: a rerun computes it
+    assert len(replies.rows) == 2  # what was answered is kept
+    # The rerun with a larger budget asks only for the request that was not answered.
+    bigger = Budgeted(allowed=100)
+    rerun = CachedServices(bigger, replies, "r1")
+    rerun._store = services.store()
+    summary = reflect_instructions_task.fn(job(), rerun)
+    assert rerun.cache.asked == 1 and rerun.cache.reused == 2
+    assert summary.rows == len(PAIRS) and services.store().commits == {"instruction": 1}
+    # Replies this run paid for in its first attempt are its own: spent, not reused from elsewhere.
+    assert summary.reused == 0 and summary.prompt_tokens > 0
