@@ -31,9 +31,11 @@ from typing import Any, Self
 from prefect.futures import PrefectFuture
 
 from flows.shard_chains import run_shard_chains
+from infra.engines.batch import BatchEngine, batch_prices
 from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
 from infra.pool import close_pools, get_pool, pools_limits
+from storage.batches import StoreBatches
 from storage.heartbeats import Heartbeats
 from storage.replies import StoreReplies
 from storage.store import Store
@@ -97,12 +99,19 @@ class FactoryServices:
         self._lock = threading.Lock()
 
     def engine(self, role: ModelRole) -> Engine:
-        pool = get_pool(role)
+        key = f"{role.key()}:{role.replicas}"
         with self._lock:
-            key = f"{role.key()}:{role.replicas}"
-            if key not in self._cached:
-                self._cached[key] = ReplyCache(pool, role, self._replies, self._run_id, fresh=self._fresh)
-            return self._cached[key]  # type: ignore[return-value]
+            cached = self._cached.get(key)
+        if cached is None:  # the pool's replicas may still be loading: wait outside the lock
+            engine: Any = (
+                BatchEngine(role, StoreBatches(self._store), self._run_id) if role.batched() else None
+            )
+            engine = engine or get_pool(role)
+            with self._lock:
+                cached = self._cached.setdefault(
+                    key, ReplyCache(engine, role, self._replies, self._run_id, fresh=self._fresh)
+                )
+        return cached  # type: ignore[return-value]
 
     def store(self) -> Store:
         return self._store
@@ -229,7 +238,7 @@ class RunContext:
             stages,
             lambda job: submit(job, services),
             self.seconds,
-            roles=list(self.roles.values()) if jobs else [],
+            roles=[r for r in self.roles.values() if not r.batched()] if jobs else [],
         )
         self.limits = pools_limits() if jobs else {}
         return summaries
@@ -250,7 +259,11 @@ class RunContext:
     # -- accounting ----------------------------------------------------------------------------------
     def prices(self) -> dict[str, Prices]:
         """Each role's prices, where given."""
-        return {name: role.prices for name, role in self.roles.items() if role.prices.given()}
+        return {
+            name: batch_prices(role) if role.batched() else role.prices
+            for name, role in self.roles.items()
+            if role.prices.given()
+        }
 
     def cost_of(self, usage: Sequence[StageUsage], kept: int) -> dict[str, Any]:
         """Usage and cost of each stage and of the run, at each role's prices (``tasks.cost``)."""

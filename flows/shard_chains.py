@@ -13,6 +13,7 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.artifacts import StageProgress
 from flows.progress import stages_progress
 from infra.cluster import connect
+from infra.engines.batch import waiting_batches
 from infra.pool import pools_limits, pools_occupancy, start_pool
 from tasks.engine import ModelRole
 from tasks.limits import waiting_line
@@ -31,6 +32,8 @@ def watching_limits(note: Callable[[str], None], every_s: float = 1.0) -> Iterat
                 lines = [line for spec, s in pools_limits().items() if (line := waiting_line(spec, s))]
             except Exception:  # a view: a limiter gone (the run ending) shows nothing
                 lines = []
+            if batches := waiting_batches():
+                lines.append(batches)
             note("; ".join(lines))
 
     thread = threading.Thread(target=watch, name="limits-watch", daemon=True)

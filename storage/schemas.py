@@ -110,6 +110,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("created_at", TS),
         ]
     ),
+    # The Batch API's ledger (tasks.batches): a row per change of a batch's state, the latest wins.
+    "batches": pa.schema(
+        [
+            ("key", pa.string()),
+            ("run_id", pa.string()),
+            ("state", pa.string()),
+            ("requests", pa.int64()),
+            ("attempt", pa.int64()),
+            ("provider_id", pa.string()),
+            ("input_file_id", pa.string()),
+            ("output_file_id", pa.string()),
+            ("error_file_id", pa.string()),
+            ("counts_json", pa.string()),
+            ("updated_at", TS),
+        ]
+    ),
     "seeds": pa.schema(
         [
             ("run_id", pa.string()),

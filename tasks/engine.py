@@ -120,6 +120,10 @@ class ModelRole(BaseModel):
         """A bare spec (``teacher: hf:smollm2`` in a config file) is the role with its defaults."""
         return {"spec": data} if isinstance(data, str) else data
 
+    def batched(self) -> bool:
+        """Whether the role goes through the Batch API (``-T batch=true``): no replicas, a ledger."""
+        return self.spec.startswith("openai:") and str(self.options.get("batch", "")).lower() in ("true", "1")
+
     def cpus(self) -> float:
         """Ray CPUs each replica reserves: ``num_cpus``, by default 1, or 0 for an HTTP client."""
         if self.num_cpus is not None:

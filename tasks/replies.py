@@ -25,10 +25,10 @@ from tasks.engine import ChatRequest, Completion, Engine, ModelRole, Sampling
 OPERATIONAL_OPTIONS = frozenset(
     {
         "api_key_env", "concurrency", "max_retries", "timeout_s", "token_budget", "max_cost", "rpm", "tpm",
-        "score_batch", "threads", "batch", "batch_discount", "batch_max_requests", "batch_max_bytes",
-        "batch_poll_s", "max_enqueued_tokens", "generation_batch", "max_batch", "batch_tokens",
-        "max_pad_fraction", "projection_chunk", "gpu_memory_utilization", "max_num_seqs", "streaming",
-        "cpu_offload_gb", "device", "device_map", "tensor_parallel_size", "pipeline_parallel_size",
+        "score_batch", "threads", "batch", "batch_discount", "batch_attempts", "batch_max_requests",
+        "batch_max_bytes", "batch_poll_s", "max_enqueued_tokens", "generation_batch", "max_batch",
+        "batch_tokens", "max_pad_fraction", "projection_chunk", "gpu_memory_utilization", "max_num_seqs",
+        "streaming", "cpu_offload_gb", "device", "device_map", "tensor_parallel_size", "pipeline_parallel_size",
     }
 )  # fmt: skip
 

@@ -249,6 +249,7 @@ def warm_up(params: Any) -> None:
     """Start Prefect's API, Ray and the teacher's and student's replicas before the flow."""
     judge = getattr(params, "judge", None)  # recycle's optional judge stage
     roles = [params.teacher, params.student, *([judge.model] if judge else [])]
+    roles = [r for r in roles if not r.batched()]  # a Batch API role has no replicas
     start_services(params.ray_address, params.offline, roles)
 
 

@@ -260,6 +260,37 @@ class OpenAIEngine:
             }
         return body
 
+    def chat_body(self, request: ChatRequest, sampling: Sampling, mode: str) -> dict[str, Any]:
+        """The body of a chat completion request (also a Batch API line's body)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in request.messages],
+            "max_tokens": request.max_tokens or sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        body.update(self._form_body(request, sampling, mode))
+        return body
+
+    def completion(
+        self, data: dict[str, Any], request: ChatRequest, mode: str, latency_s: float
+    ) -> Completion:
+        """A Completion from a chat completion response body."""
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency_s,
+            free=request.form is not None and mode != "vllm" and not request.form.has_schema,
+        )
+
     def _chat_job(
         self, request: ChatRequest, sampling: Sampling, mode: str
     ) -> Callable[[httpx.AsyncClient], Awaitable[Completion]]:
@@ -280,18 +311,7 @@ class OpenAIEngine:
             return completion
 
         async def send(client: httpx.AsyncClient) -> Completion:
-            body: dict[str, Any] = {
-                "model": self.model,
-                "messages": [dict(m) for m in request.messages],
-                "max_tokens": request.max_tokens or sampling.max_tokens,
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-            }
-            if sampling.seed is not None:
-                body["seed"] = sampling.seed
-            if sampling.stop:
-                body["stop"] = list(sampling.stop)
-            body.update(self._form_body(request, sampling, mode))
+            body = self.chat_body(request, sampling, mode)
             start = time.perf_counter()
             try:
                 data = await self._chat(client, body)
@@ -311,16 +331,7 @@ class OpenAIEngine:
                 return Completion(
                     "", None, 0, 0, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"
                 )
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            completion = Completion(
-                text=choice["message"].get("content") or "",
-                finish_reason=choice.get("finish_reason"),
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                latency_s=time.perf_counter() - start,
-                free=request.form is not None and mode != "vllm" and not request.form.has_schema,
-            )
+            completion = self.completion(data, request, mode, time.perf_counter() - start)
             self.usage.prompt_tokens += completion.prompt_tokens
             self.usage.completion_tokens += completion.completion_tokens
             return completion

@@ -108,6 +108,23 @@ class OpenAIOptions(_Options):
         None, ge=1, description="tokens per minute (default: learned from the x-ratelimit-* headers)"
     )
     tokenizer: str | None = Field(None, description="local tokenizer for scoring (default: the model name)")
+    batch: bool = Field(
+        False,
+        description="send the role's requests through the Batch API (/v1/files, /v1/batches): half the "
+        "price and limits of their own, replies within 24 h; a rerun of the run id goes on waiting",
+    )
+    batch_discount: float = Field(0.5, gt=0, le=1, description="batch prices as a share of the given prices")
+    batch_attempts: int = Field(
+        3, ge=1, description="batches per request: those that failed or never ran are sent again until then"
+    )
+    batch_poll_s: float = Field(
+        5.0, gt=0, description="first wait before looking at a batch (then 1.5x, to 60 s)"
+    )
+    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch file (OpenAI's limit)")
+    batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per batch file (OpenAI's limit)")
+    max_enqueued_tokens: int | None = Field(
+        None, ge=1, description="tokens (prompt bound + max_tokens) in batches not finished at once"
+    )
     score_batch: int = Field(8, ge=1, description="token-id prompts per scoring request")
     structured: Literal["auto", "vllm", "json_schema"] = Field(
         "auto",
