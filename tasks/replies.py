@@ -28,7 +28,8 @@ OPERATIONAL_OPTIONS = frozenset(
         "score_batch", "threads", "batch", "batch_discount", "batch_attempts", "batch_max_requests",
         "batch_max_bytes", "batch_poll_s", "max_enqueued_tokens", "generation_batch", "max_batch",
         "batch_tokens", "max_pad_fraction", "projection_chunk", "gpu_memory_utilization", "max_num_seqs",
-        "streaming", "cpu_offload_gb", "device", "device_map", "tensor_parallel_size", "pipeline_parallel_size",
+        "streaming", "cpu_offload_gb", "device", "device_map", "tensor_parallel_size",
+        "pipeline_parallel_size",
     }
 )  # fmt: skip
 
