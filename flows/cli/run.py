@@ -148,6 +148,12 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             bool | None,
             typer.Option("--offline/--online", help="never contact the Hub (also HF_HUB_OFFLINE=1)"),
         ] = None,
+        max_cost: Annotated[
+            float | None,
+            typer.Option(
+                help="dollars the teacher may spend in this run, at --teacher-price (its -T max_cost)"
+            ),
+        ] = None,
         fresh_replies: Annotated[
             bool | None,
             typer.Option(
@@ -171,7 +177,8 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
             base: dict[str, Any] = read_config(config) if config else {}
             flags = {
                 "input": input, "store": store, "teacher": teacher, "student": student,
-                "teacher_options": parse_options(teacher_option) if teacher_option else None,
+                "teacher_options": {**parse_options(teacher_option or []),
+                                    **({"max_cost": max_cost} if max_cost is not None else {})} or None,
                 "student_options": parse_options(student_option) if student_option else None,
                 "teacher_replicas": teacher_replicas, "student_replicas": student_replicas,
                 "teacher_prices": parse_prices(teacher_price) if teacher_price else None,

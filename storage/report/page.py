@@ -40,6 +40,13 @@ def key_numbers(data: dict[str, Any]) -> list[tuple[str, str]]:
     out.append(("device-hours", f"{cost.get('device_hours', 0.0):.5f}"))
     out.append(("cost", format_cost(cost.get("total"))))
     out.append(("cost per kept pair", format_cost(cost.get("per_kept_pair"))))
+    if "requests" in cost:  # model replies: asked in this run, or reused from an earlier one
+        out.append(("requests asked", f"{cost['requests']:,}"))
+        out.append(("replies reused", f"{cost.get('reused', 0):,}"))
+        if cost.get("saved") is not None:
+            out.append(("cost saved by reuse", format_cost(cost["saved"])))
+    if cause := counts.get("cause"):  # a run stopped by its budget says which, and how to finish
+        out.append(("stopped", cause))
     return out
 
 

@@ -111,6 +111,8 @@ def test_another_student_reuses_the_teacher_pass(limited: Limited, tiny_model_pa
     saved = (first["prompt_tokens"] * 2 + first["completion_tokens"] * 8) / 1e6
     assert cost["saved"] == pytest.approx(saved) and cost["total"] == 0
     assert "replies reused" in out.stdout and f"{3 * PAIRS} of {3 * PAIRS}" in out.stdout
+    page = (limited.store / "reports" / "report-second.html").read_text()
+    assert "replies reused" in page and "cost saved by reuse" in page
     # --fresh-replies asks again.
     again = reflectory(
         *recycle(limited.inp, limited.store, server.url, tiny_model_path, "fresh", "--fresh-replies")
@@ -146,3 +148,13 @@ def test_a_budget_shared_by_two_replicas_holds_and_a_rerun_finishes(
     assert run_row(store, "budget", "status") == ("completed",)
     decided = Store(str(store)).sql("SELECT count(*) FROM selected WHERE run_id = 'budget'").fetchall()
     assert decided == [(PAIRS,)]
+
+
+def test_a_cost_budget_stops_the_run_at_the_teachers_prices(tmp_path: Path, tiny_model_path: Path) -> None:
+    inp = write_input(tmp_path / "in.jsonl", n=PAIRS)
+    priced = ["--teacher-price", "input=100", "--teacher-price", "output=100", "--max-cost", "0.25"]
+    with teacher_server() as server:
+        out = reflectory(*recycle(inp, tmp_path / "factory", server.url, tiny_model_path, "capped", *priced))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert 0 < server.tokens_served() <= 2500  # $0.25 at $100 per 1M tokens
+    assert "stopped: the cost budget of $0.25 ran out" in out.stderr
