@@ -1,7 +1,7 @@
 """The ``replies`` table: model replies kept by their content key (``tasks.replies``).
 
 Every new reply is appended once, as soon as its call returns; a lookup reads only the ``key``
-column of the table's files, then the few rows that match. Two runs racing on the same request may
+column of the table's files, then the files that hold a match. Two runs racing on the same request may
 both store it: a lookup takes the earliest, and nothing else depends on there being one.
 """
 
@@ -33,12 +33,14 @@ class StoreReplies:
         dt = self.store.delta(TABLE)
         if dt is None:
             return {}
-        dataset = dt.to_pyarrow_dataset()
-        table = dataset.to_table(filter=pc.field("key").isin(pa.array(list(keys), pa.string())))
+        wanted = pc.field("key").isin(pa.array(list(keys), pa.string()))
+        rows: list[dict[str, Any]] = []
+        for fragment in dt.to_pyarrow_dataset().get_fragments():
+            # The key column first: only a file that holds a wanted key is read whole (replies are long).
+            if fragment.to_table(columns=["key"], filter=wanted).num_rows:
+                rows.extend(fragment.to_table(filter=wanted).to_pylist())
+        rows.sort(key=lambda r: r.get("created_at") or datetime.min.replace(tzinfo=UTC))
         found: dict[str, StoredReply] = {}
-        rows = sorted(
-            table.to_pylist(), key=lambda r: r.get("created_at") or datetime.min.replace(tzinfo=UTC)
-        )
         for r in rows:
             found.setdefault(
                 r["key"],
