@@ -118,7 +118,7 @@ class OpenAIOptions(_Options):
         3, ge=1, description="batches per request: those that failed or never ran are sent again until then"
     )
     batch_poll_s: float = Field(
-        5.0, gt=0, description="first wait before looking at a batch (then 1.5x, to 60 s)"
+        2.0, gt=0, description="first wait before looking at a batch (then 1.5x, to 60 s)"
     )
     batch_max_requests: int = Field(50_000, ge=1, description="requests per batch file (OpenAI's limit)")
     batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per batch file (OpenAI's limit)")
