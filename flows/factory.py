@@ -81,6 +81,7 @@ class FlowRun(RunContext):
             "run_id": self.run_id,
             **extra,
             "shards": len(last),
+            "window": self.window,
             "resumed_shards": sum(1 for s in last if s.resumed),
             "resumed_by_stage": dict(Counter(s.stage for s in summaries if s.resumed)),
             "kept": flags.get("kept", 0),
@@ -94,6 +95,8 @@ class FlowRun(RunContext):
             summary["limits"] = self.limits
         if any(s.stage == "judge" for s in summaries):
             summary["judge"] = judge_numbers(connect_sql(self.store), self.run_id)
+        if self.params.compact:
+            summary["compacted"] = self.compact(summaries)
         usage = stage_usage(summaries)
         cost = self.cost_of(usage, summary["kept"])
         summary["cost"] = {

@@ -105,6 +105,11 @@ class RunParams(BaseModel):
         description="Ask the models again instead of reusing replies stored by earlier runs to the same "
         "requests (same model, messages, sampling and seed, reply form).",
     )
+    compact: bool = Field(
+        True,
+        description="At the end of the run, rewrite the small files of the tables it wrote into large ones "
+        "and checkpoint their logs (a new version; earlier ones stay readable until a vacuum).",
+    )
     export: ExportParams | None = Field(
         None,
         description="Last stage: curate this run's rows and push them to the Hub (or write a folder); "

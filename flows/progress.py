@@ -40,20 +40,24 @@ class StageBars:
     """A flow's bars: ``advance(stage_index)`` counts a shard done; ``note(text)`` shows a line under
     them (what the run waits on), or hides it with an empty text."""
 
-    def __init__(self, progress: Progress, stages: Sequence[str], total: int) -> None:
+    def __init__(self, progress: Progress, stages: Sequence[str], total: int, note: str = "") -> None:
         self._progress = progress
         self._bars = [progress.add_task(name, total=total) for name in stages]
-        self._note = progress.add_task("", total=None, visible=False)
+        self._default = note
+        self._note = progress.add_task(note, total=None, visible=bool(note))
 
     def advance(self, i: int) -> None:
         self._progress.advance(self._bars[i], 1)
 
     def note(self, text: str) -> None:
+        """Show ``text`` under the bars (an empty one: the standing note, such as the shard window)."""
+        text = text or self._default
         self._progress.update(self._note, description=text, visible=bool(text))
 
 
 @contextmanager
-def stages_progress(stages: Sequence[str], total: int) -> Iterator[StageBars]:
-    """One bar per stage of a flow, each counting shards done, and a line for what the run waits on."""
+def stages_progress(stages: Sequence[str], total: int, note: str = "") -> Iterator[StageBars]:
+    """One bar per stage of a flow, each counting shards done, and a line under them: ``note``, or
+    what the run waits on."""
     with _progress(TextColumn("shards"), TimeElapsedColumn()) as progress:
-        yield StageBars(progress, stages, total)
+        yield StageBars(progress, stages, total, note)

@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from prefect.futures import PrefectFuture
 
-from flows.shard_chains import run_shard_chains
+from flows.shard_chains import run_shard_chains, window_size
 from infra.engines.batch import BatchEngine, batch_prices
 from infra.models import go_offline
 from infra.models.fingerprint import model_fingerprint
@@ -137,6 +137,7 @@ class RunContext:
         self.status: RunStatus = RUNNING
         self.stops: list[RunStopped] = []  # shards that met a budget (not committed)
         self.limits: dict[str, dict[str, Any]] = {}  # the providers' rate limits, as the run met them
+        self.window = 0  # shards in flight at once (flows.shard_chains.window_size)
         self._ended = threading.Lock()
         self._done = False
         self._stop_beats = threading.Event()
@@ -231,6 +232,8 @@ class RunContext:
         services = FactoryServices(
             self.store, self.run_id, fresh=bool(getattr(self.params, "fresh_replies", False))
         )
+        roles = [r for r in self.roles.values() if not r.batched()] if jobs else []
+        self.window = window_size(list(self.roles.values()), len(jobs))
         summaries, self.occupancy, self.stops = run_shard_chains(
             self.flow,
             self.params.ray_address,
@@ -238,10 +241,28 @@ class RunContext:
             stages,
             lambda job: submit(job, services),
             self.seconds,
-            roles=[r for r in self.roles.values() if not r.batched()] if jobs else [],
+            roles=roles,
+            window=self.window,
         )
         self.limits = pools_limits() if jobs else {}
         return summaries
+
+    def compact(self, summaries: Sequence[ShardSummary]) -> dict[str, list[int]]:
+        """The small files of every table the run wrote, rewritten into large ones and checkpointed
+        (``Store.compact``): files per table before and after. A shard commit per table per shard
+        would otherwise leave thousands of files at Alpaca's size, and every read would list them."""
+        tables = {STAGES[s.stage].table for s in summaries if s.stage in STAGES}
+        tables |= {t for t in ("seeds", "rejects", "replies", "batches") if self.store.exists(t)}
+        out: dict[str, list[int]] = {}
+        with self.stage("compact"):
+            for name in sorted(tables):
+                try:
+                    metrics = self.store.compact(name)
+                except Exception as exc:  # the rows are committed; only their layout is left as it was
+                    logger().warning("run %s: compacting %s failed: %s", self.run_id, name, exc)
+                    continue
+                out[name] = [int(metrics["files_before"]), int(metrics["files_after"])]
+        return out
 
     def outcome(self) -> tuple[RunStatus, str | None]:
         """How a run whose shards all ended ended: ``stopped`` where a budget ran out (those shards are

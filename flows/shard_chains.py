@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 
 from flows.artifacts import StageProgress
 from flows.progress import stages_progress
@@ -46,6 +48,16 @@ def watching_limits(note: Callable[[str], None], every_s: float = 1.0) -> Iterat
         note("")
 
 
+def window_size(roles: Sequence[ModelRole], jobs: int) -> int:
+    """Shards in flight at once: four per replica of every role, at least eight, at most every shard.
+    A shard's stages run one after another, so a shard in flight keeps one replica busy at a time:
+    four per replica keep every stage's replicas fed while other shards are in other stages. Each
+    shard in flight holds Prefect task runs and their threads in the flow's process; a shard waiting
+    for admission holds nothing, so the flow's memory follows the window, not the input
+    (docs/architecture.md)."""
+    return max(1, min(jobs, max(8, 4 * sum(r.replicas for r in roles))))
+
+
 def run_shard_chains(
     flow: str,
     ray_address: str | None,
@@ -54,9 +66,11 @@ def run_shard_chains(
     submit: Callable[[Any], list[PrefectFuture[ShardSummary]]],
     seconds: dict[str, float],
     roles: Sequence[ModelRole] = (),
+    window: int | None = None,
 ) -> tuple[list[ShardSummary], dict[str, dict[str, float]], list[RunStopped]]:
-    """Submit every shard's chain of tasks; every summary, the pools' occupancy per stage, and the
-    shards that stopped on a budget (their chains end there; any other failure is raised).
+    """Every shard's chain of tasks, admitted through a window; every summary, the pools' occupancy
+    per stage, and the shards that stopped on a budget (their chains end there; any other failure
+    stops admitting shards and is raised once those in flight have ended, the earliest stage's first).
     ``seconds`` gets the wall time of joining Ray and of the shards. The replicas of every role start
     loading at once (a command has started them already; a deployment's run starts them here), and
     the run context that calls this releases them when the run ends."""
@@ -66,28 +80,67 @@ def run_shard_chains(
         start_pool(role)
     seconds["ray"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    size = window or window_size(roles, len(jobs))
     try:
-        with stages_progress(stages, len(jobs)) as bars, watching_limits(bars.note):
+        with stages_progress(stages, len(jobs), note=f"window {size}") as bars, watching_limits(bars.note):
             artifacts = StageProgress(flow, stages, len(jobs))
-            chains = [submit(job) for job in jobs]
-            stage_of = {id(f): i for chain in chains for i, f in enumerate(chain)}
-            for done in as_completed([f for chain in chains for f in chain]):
+            waiting = deque(jobs)
+            in_flight: dict[int, tuple[int, int]] = {}  # id(future) -> (chain, stage)
+            chains: dict[int, list[PrefectFuture[ShardSummary]]] = {}
+            left: dict[int, int] = {}  # futures of each chain not done yet
+            summaries: list[tuple[int, int, ShardSummary]] = []
+            stopped: list[RunStopped] = []
+            failures: list[tuple[int, int, BaseException]] = []
+            admitted = 0
+
+            finished: queue.SimpleQueue[PrefectFuture[ShardSummary]] = queue.SimpleQueue()
+
+            def admit() -> None:
+                nonlocal admitted
+                while waiting and len(chains) < size and not failures:
+                    chain = submit(waiting.popleft())
+                    chains[admitted], left[admitted] = chain, len(chain)
+                    for i, future in enumerate(chain):
+                        in_flight[id(future)] = (admitted, i)
+                        future.add_done_callback(finished.put)
+                    admitted += 1
+
+            admit()
+            while chains:
+                done = finished.get()
                 done.wait()  # its final state; ``state`` alone may ask the API, which lags
+                c, i = in_flight.pop(id(done))
                 if done.state.is_completed():
-                    bars.advance(stage_of[id(done)])
-                    artifacts.advance(stage_of[id(done)])
+                    bars.advance(i)
+                    artifacts.advance(i)
+                left[c] -= 1
+                if left[c] == 0:  # the chain has ended: keep its summaries, release its futures
+                    _collect(c, chains.pop(c), summaries, stopped, failures)
+                    del left[c]
+                    admit()
             artifacts.close()
-            # In stage order, so that a failure raises its own error, not a downstream "not run".
-            summaries: list[ShardSummary] = []
-            stopped: dict[int, RunStopped] = {}
-            for i in range(len(stages)):
-                for c, chain in enumerate(chains):
-                    if c in stopped:
-                        continue
-                    try:
-                        summaries.append(chain[i].result())
-                    except RunStopped as exc:
-                        stopped[c] = exc
-            return summaries, pools_occupancy(), list(stopped.values())
+            if failures:  # in stage order: a failure's own error, not a downstream "not run"
+                raise min(failures, key=lambda f: (f[1], f[0]))[2]
+            summaries.sort(key=lambda s: (s[1], s[0]))
+            return [s for _, _, s in summaries], pools_occupancy(), stopped
     finally:
         seconds["shards"] = time.perf_counter() - t0
+
+
+def _collect(
+    c: int,
+    chain: list[PrefectFuture[ShardSummary]],
+    summaries: list[tuple[int, int, ShardSummary]],
+    stopped: list[RunStopped],
+    failures: list[tuple[int, int, BaseException]],
+) -> None:
+    """A finished chain's summaries in stage order, up to a budget stop or its first failure."""
+    for i, future in enumerate(chain):
+        try:
+            summaries.append((c, i, future.result()))
+        except RunStopped as exc:
+            stopped.append(exc)
+            return
+        except Exception as exc:
+            failures.append((c, i, exc))
+            return

@@ -39,6 +39,9 @@ READ_OUTAGE_S = 90.0
 _TRANSIENT = ("500 Internal", "502 ", "503 ", "504 ", "Connection refused", "error sending request",
               "connection reset", "timed out", "SlowDown")  # fmt: skip
 # Columns whose min/max statistics Delta keeps per file: what shard reads and run filters prune on.
+# Compaction's target file size: large enough that a 52k-pair run's table is a file or two, small
+# enough to rewrite quickly.
+COMPACT_TARGET_BYTES = 256 * 1024 * 1024
 # A checkpoint every 20 commits keeps each read of a table's log short (a run commits once per shard).
 TABLE_CONFIG = {"delta.dataSkippingStatsColumns": "run_id,shard_key", "delta.checkpointInterval": "20"}
 
@@ -279,10 +282,25 @@ class Store:
 
     # -- maintenance -----------------------------------------------------------------------------
     def compact(self, name: str) -> dict[str, Any]:
+        """Rewrite the table's small files into files of up to 256 MB and write a checkpoint of its log:
+        a new version, so ``table@vN`` still reads every earlier one until a vacuum removes their files.
+        Returns delta-rs's metrics with the file counts before and after."""
         dt = self._require(name)
-        return dict(
-            dt.optimize.compact(commit_properties=CommitProperties(max_commit_retries=MAX_COMMIT_RETRIES))
+        before = len(dt.file_uris())
+        metrics = dict(
+            dt.optimize.compact(
+                target_size=COMPACT_TARGET_BYTES,
+                commit_properties=CommitProperties(max_commit_retries=MAX_COMMIT_RETRIES),
+            )
         )
+        dt = self._require(name)
+        dt.create_checkpoint()  # readers load the log from here, not from every commit since creation
+        return {**metrics, "files_before": before, "files_after": len(dt.file_uris())}
+
+    def files(self, name: str) -> int:
+        """Data files of the table's current version (0 when it was never written)."""
+        dt = self.delta(name)
+        return 0 if dt is None else len(dt.file_uris())
 
     def vacuum(
         self, name: str, retention_hours: int | None = None, *, force: bool = False, dry_run: bool = True

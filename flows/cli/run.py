@@ -154,6 +154,10 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 help="dollars the teacher may spend in this run, at --teacher-price (its -T max_cost)"
             ),
         ] = None,
+        compact: Annotated[
+            bool | None,
+            typer.Option("--compact/--no-compact", help="compact the tables the run wrote, at its end"),
+        ] = None,
         fresh_replies: Annotated[
             bool | None,
             typer.Option(
@@ -187,7 +191,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
                 "temperature": temperature, "repetition_penalty": repetition_penalty,
                 "constrained": None if free_text is None else not free_text,
                 "ray_address": ray_address, "offline": offline, "judge": judge,
-                "fresh_replies": fresh_replies,
+                "fresh_replies": fresh_replies, "compact": compact,
             }  # fmt: skip
             merged = merge_flags(base, flags)
         except (ValueError, EngineError) as exc:

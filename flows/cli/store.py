@@ -165,10 +165,19 @@ def history_command(table: str, store: StoreOpt = "./factory") -> None:
 
 
 @store_app.command("compact")
-def compact_command(table: str, store: StoreOpt = "./factory") -> None:
-    """Rewrite small files into larger ones (a new version; old versions stay readable)."""
-    metrics = _open(store).compact(table)
-    console.print({k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved", "totalConsideredFiles")})
+def compact_command(
+    table: Annotated[str | None, typer.Argument(help="one table [default: every table]")] = None,
+    store: StoreOpt = "./factory",
+) -> None:
+    """Rewrite small files into larger ones and checkpoint the log (a new version; old versions stay
+    readable until a vacuum)."""
+    st = _open(store)
+    out = Table("table", "files before", "files after", "files rewritten")
+    for name in [table] if table else st.tables():
+        metrics = st.compact(name)
+        out.add_row(name, str(metrics["files_before"]), str(metrics["files_after"]),
+                    str(metrics.get("numFilesRemoved", 0)))  # fmt: skip
+    console.print(out)
 
 
 @store_app.command("vacuum")
