@@ -7,6 +7,7 @@ both store it: a lookup takes the earliest, and nothing else depends on there be
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +27,20 @@ class StoreReplies:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._known: set[str] | None = None  # every stored key, read once (the key column only)
+        self._lock = threading.Lock()
+
+    def known(self) -> set[str]:
+        with self._lock:
+            if self._known is None:
+                table = self.store.table(TABLE, columns=["key"]) if self.store.exists(TABLE) else None
+                self._known = set(table.column("key").to_pylist()) if table is not None else set()
+            return self._known
 
     def lookup(self, keys: Sequence[str]) -> Mapping[str, StoredReply]:
+        """The stored replies of ``keys``; a call whose keys are all new (a first pass) reads nothing."""
+        known = self.known()
+        keys = [k for k in keys if k in known]
         if not keys:
             return {}
         dt = self.store.delta(TABLE)
@@ -58,3 +71,6 @@ class StoreReplies:
     def save(self, rows: Sequence[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
         self.store.append(TABLE, [{**r, "created_at": now} for r in rows])
+        known = self.known()
+        with self._lock:
+            known.update(r["key"] for r in rows)
