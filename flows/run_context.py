@@ -38,6 +38,7 @@ from infra.pool import close_pools, get_pool, pools_limits
 from storage.batches import StoreBatches
 from storage.heartbeats import Heartbeats
 from storage.replies import StoreReplies
+from storage.runs import live_runs
 from storage.store import Store
 from tasks.cost import Prices, StageUsage, cost_report
 from tasks.engine import Engine, ModelRole
@@ -251,6 +252,13 @@ class RunContext:
         """The small files of every table the run wrote, rewritten into large ones and checkpointed
         (``Store.compact``): files per table before and after. A shard commit per table per shard
         would otherwise leave thousands of files at Alpaca's size, and every read would list them."""
+        others = live_runs(self.store, besides=self.run_id)
+        if others:  # delta-rs does not stop a compaction racing another run's shard commit
+            logger().warning(
+                "run %s: tables not compacted: run %s is writing to this store; run "
+                "`reflectory store compact` when no run is", self.run_id, ", ".join(others),
+            )  # fmt: skip
+            return {}
         tables = {STAGES[s.stage].table for s in summaries if s.stage in STAGES}
         tables |= {t for t in ("seeds", "rejects", "replies", "batches") if self.store.exists(t)}
         out: dict[str, list[int]] = {}

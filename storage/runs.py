@@ -59,3 +59,19 @@ class RunStatuses:
                     "running", beats.get(r["run_id"]), now, this_host=self._host, alive=pid_alive
                 )
         return rows
+
+
+def live_runs(store: Store, *, besides: str | None = None) -> list[str]:
+    """Runs of this store that are still going (a fresh heartbeat), other than ``besides``."""
+    if not store.exists("runs"):
+        return []
+    rows = (
+        store.sql(f"SELECT run_id, status FROM ({LATEST_RUNS}) AS runs WHERE status = 'running'")
+        .to_arrow_table()
+        .to_pylist()
+    )
+    return [
+        r["run_id"]
+        for r in RunStatuses(store).apply(rows)
+        if r["status"] == "running" and r["run_id"] != besides
+    ]

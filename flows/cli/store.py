@@ -171,7 +171,12 @@ def compact_command(
 ) -> None:
     """Rewrite small files into larger ones and checkpoint the log (a new version; old versions stay
     readable until a vacuum)."""
+    from storage.runs import live_runs
+
     st = _open(store)
+    if running := live_runs(st):
+        err.print(f"[red]error:[/] run {', '.join(running)} is writing to this store; compact when no run is")
+        raise typer.Exit(2)
     out = Table("table", "files before", "files after", "files rewritten")
     for name in [table] if table else st.tables():
         metrics = st.compact(name)
