@@ -1,4 +1,4 @@
-"""One queue per provider for the rate limits that every replica of a role shares (docs/engines.md).
+"""One queue per provider for the rate limits that every replica of a role shares (docs/api-teacher.md).
 
 ``ProviderLimiter`` holds ``tasks.limits.RateLimits`` behind a first-come, first-served queue: a
 request waits in ``acquire`` until the limits let it go, and reports its answer (or its 429) after.

@@ -4,7 +4,7 @@ ledger's rows, and the results read back from the output and error files.
 A batch is addressed by its content: its key is a hash of its requests' ids, and a request's id is
 a hash of its body. The same stage of the same shard asks the same requests again after a kill, so
 a rerun finds its batch again (in the ledger, or on the provider by the key in the batch's
-metadata) and goes on polling instead of uploading again (docs/api-teacher.md, "Batch").
+metadata) and goes on polling instead of uploading again (docs/api-teacher.md, "The Batch API").
 """
 
 from __future__ import annotations

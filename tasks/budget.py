@@ -6,7 +6,7 @@ plus its ``max_tokens``, at the role's prices. It is sent only if the reservatio
 is spent and what other requests in flight have reserved, so the budget is never overshot however
 many replicas send at once. The answer's usage then replaces the reservation. A request that does
 not fit is never sent: its row fails as ``token_budget_exhausted`` and its shard stays uncommitted,
-so a rerun of the same run id with a larger budget sends it (docs/engines.md, "Budgets").
+so a rerun of the same run id with a larger budget sends it (docs/api-teacher.md, "Budgets").
 """
 
 from __future__ import annotations

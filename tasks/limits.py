@@ -5,7 +5,7 @@ OpenAI and compatible servers state their limits on every answer: ``x-ratelimit-
 as ``1s``, ``6m0s``, ``20ms``). A request counts its prompt tokens plus its ``max_tokens`` against
 the tokens per minute when it is sent, and a 429 may say how long to wait (``retry-after``).
 
-``RateLimits`` is the state one role's replicas share (docs/engines.md, "Rate limits"): two buckets
+``RateLimits`` is the state one role's replicas share (docs/api-teacher.md, "Rate limits"): two buckets
 that refill continuously at limit/60 per second, the requests and tokens granted and not yet
 answered, and a pause after a 429. Nothing is granted before the first answer has said what the
 limits are: the first request goes alone, then the rest follow at the learned rate. A server that

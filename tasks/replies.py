@@ -5,7 +5,7 @@ addressed by everything that decides it: the model's identity (its spec and the 
 what it writes), the messages, the sampling with its seed, the reply's form, and its token bound.
 A run of any id that would send a request with the same address takes the stored reply instead, and
 its row says which run asked for it (``reply_from``). Errors are never stored: a request that failed
-is asked again. The judge's replies are kept the same way (docs/engines.md, "Reuse").
+is asked again. The judge's replies are kept the same way (docs/api-teacher.md, "One teacher pass, reused").
 
 ``ReplyCache`` wraps any engine; the store behind it (``ReplyStore``) is ``storage.replies``.
 """
