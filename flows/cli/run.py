@@ -156,7 +156,9 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
         ] = None,
         compact: Annotated[
             bool | None,
-            typer.Option("--compact/--no-compact", help="compact the tables the run wrote, at its end"),
+            typer.Option(
+                "--compact/--no-compact", help="compact the tables the run wrote, at its end [default: off]"
+            ),
         ] = None,
         fresh_replies: Annotated[
             bool | None,

@@ -24,7 +24,7 @@ def test_a_run_compacts_what_it_wrote_and_the_command_compacts_the_rest(
 ) -> None:
     inp = write_input(tmp_path / "in.jsonl", n=4)
     store = tmp_path / "factory"
-    out = reflectory(*recycle_args(inp, store, tiny_model_path, "loose"), "--no-compact")  # 4 shards
+    out = reflectory(*recycle_args(inp, store, tiny_model_path, "loose"))  # 4 shards, not compacted
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     st = Store(str(store))
     before = {t: st.files(t) for t in TABLES}
@@ -43,8 +43,8 @@ def test_a_run_compacts_what_it_wrote_and_the_command_compacts_the_rest(
     again = reflectory(*recycle_args(inp, store, tiny_model_path, "loose"))
     assert again.returncode == 0 and json.loads(run_row(st, "loose", "counts_json")[0])["resumed_shards"] == 4
 
-    # A run compacts the tables it wrote at its end, by default.
-    out = reflectory(*recycle_args(inp, store, tiny_model_path, "tidy"))
+    # A run with --compact compacts the tables it wrote at its end.
+    out = reflectory(*recycle_args(inp, store, tiny_model_path, "tidy"), "--compact")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     compacted = json.loads(run_row(st, "tidy", "counts_json")[0])["compacted"]
     assert set(TABLES) <= set(compacted)
