@@ -106,10 +106,10 @@ class RunParams(BaseModel):
         "requests (same model, messages, sampling and seed, reply form).",
     )
     compact: bool = Field(
-        False,
+        True,
         description="At the end of the run, rewrite the small files of the tables it wrote into large ones "
-        "and checkpoint their logs (a new version; earlier ones stay readable until a vacuum). Off by "
-        "default: a compaction racing another writer's shard commit can leave rows twice.",
+        "and checkpoint their logs (a new version; earlier ones stay readable until a vacuum). Skipped, "
+        "with a warning, while another run (or another process of this run id) writes to the store.",
     )
     export: ExportParams | None = Field(
         None,

@@ -48,10 +48,12 @@ from tasks.runs import (
     COMPLETED,
     HEARTBEAT_S,
     RUNNING,
+    STALE_AFTER_S,
     STOPPED,
     Heartbeat,
     RunStatus,
     RunStopped,
+    beats_elsewhere,
     ending,
     new_run_id,
 )
@@ -145,6 +147,8 @@ class RunContext:
         self._beats = Heartbeats(self.store)
         self._host = socket.gethostname()
         self._pid = os.getpid()
+        self._twin_at: float | None = None  # when another process last beat for this run id
+        self._twin = ""
         self._versions: dict[str, Any] | None = None
         if params.offline:
             go_offline()  # a run from the UI: before this process starts Ray
@@ -203,12 +207,33 @@ class RunContext:
         return self.end(CANCELLED, cause)
 
     def _beat(self, status: RunStatus) -> None:
-        now = datetime.now(UTC).isoformat()
-        beat = Heartbeat(self.run_id, self.flow, self._host, self._pid, self.started.isoformat(), now, status)
+        now = datetime.now(UTC)
+        beat = Heartbeat(
+            self.run_id, self.flow, self._host, self._pid, self.started.isoformat(), now.isoformat(), status
+        )
         try:
+            if status == RUNNING:
+                self._notice_twin(self._beats.read(self.run_id), now)
             self._beats.write(beat)
         except Exception as exc:  # liveness is a view; the run goes on without it
             logging.getLogger("reflectory.runs").warning("run %s: no heartbeat: %s", self.run_id, exc)
+
+    def _notice_twin(self, last: Heartbeat | None, now: datetime) -> None:
+        """Remember a fresh beat of this run id from another process: an earlier attempt of the run
+        that may still commit (a rerun after its orchestrator lost it). Both beat every
+        ``HEARTBEAT_S``, so between two of this run's beats the other's write is what a read finds."""
+        if last is not None and beats_elsewhere(last, self._host, self._pid, now):
+            self._twin_at = time.monotonic()
+            self._twin = f"pid {last.pid} on {last.host}"
+
+    def writers_besides(self) -> list[str]:
+        """Who else writes to this store now: other runs with a fresh heartbeat, and another process
+        of this run id seen beating within ``STALE_AFTER_S``."""
+        others = live_runs(self.store, besides=self.run_id)
+        self._notice_twin(self._beats.read(self.run_id), datetime.now(UTC))
+        if self._twin_at is not None and time.monotonic() - self._twin_at <= STALE_AFTER_S:
+            others.append(f"{self.run_id} ({self._twin})")
+        return others
 
     def _beat_loop(self) -> None:
         while not self._stop_beats.wait(HEARTBEAT_S):
@@ -252,8 +277,8 @@ class RunContext:
         """The small files of every table the run wrote, rewritten into large ones and checkpointed
         (``Store.compact``): files per table before and after. A shard commit per table per shard
         would otherwise leave thousands of files at Alpaca's size, and every read would list them."""
-        others = live_runs(self.store, besides=self.run_id)
-        if others:  # delta-rs does not stop a compaction racing another run's shard commit
+        others = self.writers_besides()
+        if others:  # the last writer to finish compacts (docs/store.md, "Compaction")
             logger().warning(
                 "run %s: tables not compacted: run %s is writing to this store; run "
                 "`reflectory store compact` when no run is", self.run_id, ", ".join(others),

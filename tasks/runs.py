@@ -115,3 +115,11 @@ def live_status(
     if this_host is not None and alive is not None and beat.host == this_host and not alive(beat.pid):
         return CRASHED
     return RUNNING
+
+
+def beats_elsewhere(beat: Heartbeat | None, host: str, pid: int, now: datetime) -> bool:
+    """Whether ``beat`` (the last heartbeat of a run id) is a fresh one written by a process other than
+    (``host``, ``pid``): another attempt of the same run that is still going and may still commit."""
+    if beat is None or beat.status != RUNNING or (beat.host, beat.pid) == (host, pid):
+        return False
+    return beat.age_s(now) <= STALE_AFTER_S

@@ -157,7 +157,7 @@ def _run_command(name: str, params_model: str, doc: str) -> Callable[..., None]:
         compact: Annotated[
             bool | None,
             typer.Option(
-                "--compact/--no-compact", help="compact the tables the run wrote, at its end [default: off]"
+                "--compact/--no-compact", help="compact the tables the run wrote, at its end [default: on]"
             ),
         ] = None,
         fresh_replies: Annotated[

@@ -23,6 +23,7 @@ from tasks.runs import (
     Heartbeat,
     RunCancelled,
     RunStopped,
+    beats_elsewhere,
     ending,
     live_status,
 )
@@ -54,6 +55,16 @@ class TerminationSignal(BaseException):
 )
 def test_how_a_run_ended(exc: BaseException | None, status: str) -> None:
     assert ending(exc)[0] == status
+
+
+def test_another_process_of_the_same_run_is_seen_while_its_beat_is_fresh() -> None:
+    """What keeps a resumed run from compacting while its first attempt may still commit."""
+    assert beats_elsewhere(beat(5, pid=2), "here", 1, NOW)
+    assert beats_elsewhere(beat(5, host="there"), "here", 1, NOW)
+    assert not beats_elsewhere(beat(5), "here", 1, NOW)  # its own beat
+    assert not beats_elsewhere(beat(STALE_AFTER_S + 1, pid=2), "here", 1, NOW)  # died long ago
+    assert not beats_elsewhere(beat(5, pid=2, status="cancelled"), "here", 1, NOW)  # ended
+    assert not beats_elsewhere(None, "here", 1, NOW)
 
 
 def test_a_failure_cause_is_one_short_line() -> None:
