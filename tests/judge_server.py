@@ -8,13 +8,13 @@ shown; the answers are read back from the reference prompt's markers.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.local_http import JsonHandler, serving
 
 Reply = Callable[[str, str, str], str]
 
@@ -46,17 +46,9 @@ def judge_server(reply: Reply, model: str = "judge") -> Iterator[JudgeServer]:
     lock = threading.Lock()
     state = JudgeServer(url="")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # quiet
-            pass
-
+    class Handler(JsonHandler):
         def _send(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(code, body)
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
@@ -66,7 +58,7 @@ def judge_server(reply: Reply, model: str = "judge") -> Iterator[JudgeServer]:
                 self._send(404, {"error": {"message": "not found"}})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send(404, {"error": {"message": "not found"}})
                 return
@@ -91,12 +83,6 @@ def judge_server(reply: Reply, model: str = "judge") -> Iterator[JudgeServer]:
                 },
             )
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with serving(Handler) as url:
+        state.url = f"{url}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

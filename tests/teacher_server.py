@@ -31,8 +31,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.local_http import JsonHandler, serving
 
 
 def count_tokens(text: str) -> int:
@@ -186,21 +187,11 @@ def _reply(body: dict[str, Any]) -> str:
     return "8 6\nThe first answer is more complete."
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: TeacherServer
 
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
     def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(code, body, headers)
 
     def do_GET(self) -> None:
         state = self.state
@@ -341,13 +332,6 @@ def teacher_server(
         batch_step_s=batch_step_s,
         batch_fail_every=batch_fail_every,
     )
-    handler = type("Handler", (_Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with serving(type("Handler", (_Handler,), {"state": state})) as url:
+        state.url = f"{url}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from tasks.batches import (
     ENDPOINT,
@@ -39,10 +38,10 @@ from tasks.batches import (
 )
 from tasks.budget import Budget, Reservation, exhausted
 from tasks.cost import Prices
-from tasks.engine import ChatRequest, Completion, EngineError, ModelRole, Sampling
+from tasks.engine import ChatRequest, Completion, ModelRole, Sampling
 
 from . import check_options, parse_spec
-from .openai_engine import DEFAULT_BASE_URL, OpenAIEngine
+from .openai_engine import DEFAULT_BASE_URL, OpenAIEngine, api_key
 
 log = logging.getLogger("reflectory.batch")
 BATCH_FAILED = "batch_failed"
@@ -98,15 +97,8 @@ class BatchEngine:
         if self._client is None:
             from openai import OpenAI
 
-            key = os.environ.get(self.options.api_key_env)
-            if not key:
-                host = urlparse(self.base_url).hostname or ""
-                if host not in ("127.0.0.1", "localhost", "::1"):
-                    raise EngineError(
-                        f"no API key for {self.base_url}: set the environment variable "
-                        f"{self.options.api_key_env}"
-                    )
-                key = "none"  # a local server takes none; the client wants one
+            # a local server may take no key; the client wants one
+            key = api_key(self.base_url, self.options.api_key_env) or "none"
             self._client = OpenAI(api_key=key, base_url=self.base_url, max_retries=self.options.max_retries)
         return self._client
 

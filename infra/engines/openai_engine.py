@@ -121,15 +121,8 @@ class OpenAIEngine:
 
     # -- plumbing --------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.options.api_key_env)
-        if not key:
-            host = urlparse(self.base_url).hostname or ""
-            if host in ("127.0.0.1", "localhost", "::1"):
-                return {}
-            raise EngineError(
-                f"no API key for {self.base_url}: set the environment variable {self.options.api_key_env}"
-            )
-        return {"Authorization": f"Bearer {key}"}
+        key = api_key(self.base_url, self.options.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def _send(
         self, client: httpx.AsyncClient, path: str, body: dict[str, Any], *, retry_429: bool
@@ -436,3 +429,14 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return,unused-ignore]
+
+
+def api_key(base_url: str, env: str) -> str | None:
+    """The API key in the environment variable ``env``; None for a server on this machine, which may
+    take none (``vllm serve``); an error naming the variable for any other server."""
+    key = os.environ.get(env)
+    if key:
+        return key
+    if (urlparse(base_url).hostname or "") in ("127.0.0.1", "localhost", "::1"):
+        return None
+    raise EngineError(f"no API key for {base_url}: set the environment variable {env}")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,6 +10,7 @@ import pytest
 
 from infra.engines.openai_engine import BUDGET_EXHAUSTED, OpenAIEngine, OpenAIOptions
 from tasks.engine import ChatRequest, EngineError, Sampling, ScoreRequest
+from tests.local_http import JsonHandler, serving
 
 pytestmark = pytest.mark.slow
 
@@ -72,37 +70,24 @@ def test_scores_through_vllm_serve_equal_hf(engine: OpenAIEngine, tiny_model_pat
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(JsonHandler):
     """Answers with a scripted list of (status, body); records what it was sent."""
 
     script: ClassVar[list[tuple[int, dict]]] = []
     seen: ClassVar[list[dict]] = []
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         type(self).seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         status, payload = type(self).script.pop(0)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(status, payload)
 
 
 @pytest.fixture
 def scripted() -> Iterator[tuple[str, type[Scripted]]]:
     handler = type("Handler", (Scripted,), {"script": [], "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    finally:
-        server.shutdown()
+    with serving(handler) as url:
+        yield f"{url}/v1", handler
 
 
 CHAT_OK = {
