@@ -149,6 +149,7 @@ class RunContext:
         self._pid = os.getpid()
         self._twin_at: float | None = None  # when another process last beat for this run id
         self._twin = ""
+        self._beat_failed = False  # a heartbeat that could not be written: other writers are unseen too
         self._versions: dict[str, Any] | None = None
         if params.offline:
             go_offline()  # a run from the UI: before this process starts Ray
@@ -216,6 +217,7 @@ class RunContext:
                 self._notice_twin(self._beats.read(self.run_id), now)
             self._beats.write(beat)
         except Exception as exc:  # liveness is a view; the run goes on without it
+            self._beat_failed = True
             logging.getLogger("reflectory.runs").warning("run %s: no heartbeat: %s", self.run_id, exc)
 
     def _notice_twin(self, last: Heartbeat | None, now: datetime) -> None:
@@ -228,8 +230,11 @@ class RunContext:
 
     def writers_besides(self) -> list[str]:
         """Who else writes to this store now: other runs with a fresh heartbeat, and another process
-        of this run id seen beating within ``STALE_AFTER_S``."""
+        of this run id seen beating within ``STALE_AFTER_S``. Where this run could not write its own
+        heartbeat, no other run's can be trusted either, and the answer says so."""
         others = live_runs(self.store, besides=self.run_id)
+        if self._beat_failed:
+            others.append("unknown (this run could not write its heartbeat, so no writer can be seen)")
         self._notice_twin(self._beats.read(self.run_id), datetime.now(UTC))
         if self._twin_at is not None and time.monotonic() - self._twin_at <= STALE_AFTER_S:
             others.append(f"{self.run_id} ({self._twin})")

@@ -4,6 +4,7 @@ stop and start again on the same ports and data: the object store dropping out m
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,19 @@ class SeaweedS3:
         # Its Iceberg and Lance catalogs default to fixed ports (8181, 9101): off, so that two
         # servers (two test modules on two workers) never meet on a port.
         cmd += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+        # The clients' keys as a real identity: without one SeaweedFS let object_store (deltalake) in
+        # but refused pyarrow's signed requests (the heartbeats) with INVALID_ACCESS_KEY_ID.
+        config = self.data / "s3.json"
+        keys = {"accessKey": CREDENTIALS["AWS_ACCESS_KEY_ID"]}
+        keys["secretKey"] = CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        identity = {
+            "name": "reflectory",
+            "credentials": [keys],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        anonymous = {"name": "anonymous", "actions": ["Read", "List"]}  # the readiness check below
+        config.write_text(json.dumps({"identities": [identity, anonymous]}))
+        cmd.append(f"-s3.config={config}")
         log = self.data / "weed.log"
         with log.open("ab") as out:
             # Without the clients' AWS_* variables, which `weed mini` would turn into required credentials.
