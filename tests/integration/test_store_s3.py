@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from storage.heartbeats import Heartbeats
 from storage.store import Store
 from tests.cli import reflectory
 from tests.s3_server import SeaweedS3
@@ -68,6 +69,9 @@ def test_an_s3_outage_mid_run_loses_no_row_and_duplicates_none(
     # In tmp: with its store on S3 a run writes its report page to ./reports.
     clean = reflectory(*_args(uri, "clean", tiny_model_path, tmp_path), cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr[-3000:]
+    # Its heartbeat lives beside the tables on S3 too, and its last beat says how it ended.
+    beat = Heartbeats(Store(uri)).read("clean")
+    assert beat is not None and beat.status == "completed", clean.stderr[-3000:]
 
     commit, lock, commits = Store.commit_shard, threading.Lock(), []
 
