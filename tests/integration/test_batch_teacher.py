@@ -90,7 +90,7 @@ def test_a_killed_batch_run_resumes_by_its_run_id(tmp_path: Path, tiny_model_pat
         "--shard-size", "2", "--max-tokens", "96",
         "--teacher-price", "input=2", "--teacher-price", "output=8",
     ]  # fmt: skip
-    with teacher_server(batch_step_s=1.5, batch_fail_every=2) as server:
+    with teacher_server(batch_step_s=0.5, batch_fail_every=2) as server:
         args[args.index("--teacher") + 1] = f"openai:teacher@{server.url}"
         cmd = [sys.executable, "-m", "flows.cli", *args]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE,
@@ -100,7 +100,7 @@ def test_a_killed_batch_run_resumes_by_its_run_id(tmp_path: Path, tiny_model_pat
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "no batch was created"
             time.sleep(0.1)
-        time.sleep(2.0)
+        time.sleep(1.0)  # while its first batch is still going
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         created = len(server.batches)
