@@ -95,6 +95,7 @@ class SeaweedS3:
             except httpx.TransportError as exc:
                 last = exc
             if time.monotonic() > deadline:
+                self.stop()  # no server left behind by a start that failed
                 raise RuntimeError(
                     f"SeaweedFS S3 not ready in {timeout_s:.0f} s (last: {last!r}): {log.read_text()[-1500:]}"
                 )
