@@ -82,6 +82,7 @@ class FlowRun(RunContext):
             **extra,
             "shards": len(last),
             "window": self.window,
+            **self.held,  # in_flight_max, peak_rss_mb
             "resumed_shards": sum(1 for s in last if s.resumed),
             "resumed_by_stage": dict(Counter(s.stage for s in summaries if s.resumed)),
             "kept": flags.get("kept", 0),

@@ -43,15 +43,22 @@ class StageBars:
     def __init__(self, progress: Progress, stages: Sequence[str], total: int, note: str = "") -> None:
         self._progress = progress
         self._bars = [progress.add_task(name, total=total) for name in stages]
-        self._default = note
+        self._default = self._shown = note
         self._note = progress.add_task(note, total=None, visible=bool(note))
 
     def advance(self, i: int) -> None:
         self._progress.advance(self._bars[i], 1)
 
+    def standing(self, text: str) -> None:
+        """Change the standing note (what the flow holds), shown whenever nothing else is."""
+        if self._shown == self._default:  # not covered by a passing note
+            self._shown = text
+            self._progress.update(self._note, description=text, visible=bool(text))
+        self._default = text
+
     def note(self, text: str) -> None:
         """Show ``text`` under the bars (an empty one: the standing note, such as the shard window)."""
-        text = text or self._default
+        text = self._shown = text or self._default
         self._progress.update(self._note, description=text, visible=bool(text))
 
 

@@ -141,6 +141,7 @@ class RunContext:
         self.stops: list[RunStopped] = []  # shards that met a budget (not committed)
         self.limits: dict[str, dict[str, Any]] = {}  # the providers' rate limits, as the run met them
         self.window = 0  # shards in flight at once (flows.shard_chains.window_size)
+        self.held: dict[str, int] = {}  # what the flow held: most shards in flight, peak RSS (MB)
         self._ended = threading.Lock()
         self._done = False
         self._stop_beats = threading.Event()
@@ -274,6 +275,7 @@ class RunContext:
             self.seconds,
             roles=roles,
             window=self.window,
+            held=self.held,
         )
         self.limits = pools_limits() if jobs else {}
         return summaries

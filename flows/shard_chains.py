@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import resource
+import sys
 import threading
 import time
 from collections import deque
@@ -67,11 +69,13 @@ def run_shard_chains(
     seconds: dict[str, float],
     roles: Sequence[ModelRole] = (),
     window: int | None = None,
+    held: dict[str, int] | None = None,
 ) -> tuple[list[ShardSummary], dict[str, dict[str, float]], list[RunStopped]]:
     """Every shard's chain of tasks, admitted through a window; every summary, the pools' occupancy
     per stage, and the shards that stopped on a budget (their chains end there; any other failure
     stops admitting shards and is raised once those in flight have ended, the earliest stage's first).
-    ``seconds`` gets the wall time of joining Ray and of the shards. The replicas of every role start
+    ``seconds`` gets the wall time of joining Ray and of the shards, and ``held`` what the flow held:
+    the most shards in flight at once and its process's peak RSS. The replicas of every role start
     loading at once (a command has started them already; a deployment's run starts them here), and
     the run context that calls this releases them when the run ends."""
     t0 = time.perf_counter()
@@ -81,6 +85,8 @@ def run_shard_chains(
     seconds["ray"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     size = window or window_size(roles, len(jobs))
+    held = {} if held is None else held
+    held["in_flight_max"] = 0
     try:
         with stages_progress(stages, len(jobs), note=f"window {size}") as bars, watching_limits(bars.note):
             artifacts = StageProgress(flow, stages, len(jobs))
@@ -104,6 +110,12 @@ def run_shard_chains(
                         in_flight[id(future)] = (admitted, i)
                         future.add_done_callback(finished.put)
                     admitted += 1
+                held["in_flight_max"] = max(held["in_flight_max"], len(chains))
+                held["peak_rss_mb"] = peak_rss_mb()
+                bars.standing(
+                    f"window {size}: {len(chains)} shards in flight, {len(waiting)} waiting; "
+                    f"flow process peak {held['peak_rss_mb']:,} MB"
+                )
 
             admit()
             while chains:
@@ -125,6 +137,12 @@ def run_shard_chains(
             return [s for _, _, s in summaries], pools_occupancy(), stopped
     finally:
         seconds["shards"] = time.perf_counter() - t0
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far, in MB (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / 1024 / (1024 if sys.platform == "darwin" else 1))
 
 
 def _collect(

@@ -330,6 +330,15 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
+    if summary.get("window"):  # what the flow held: shards in flight at most, its peak memory
+        table.add_row(
+            "shards in flight",
+            f"{summary.get('in_flight_max', 0)} at most (window {summary['window']}); "
+            f"flow process peak {summary.get('peak_rss_mb', 0):,} MB",
+        )
+    if compacted := summary.get("compacted"):
+        files = sum(before for before, _ in compacted.values()), sum(after for _, after in compacted.values())
+        table.add_row("compacted", f"{len(compacted)} tables, {files[0]:,} files to {files[1]:,}")
     for cause, n in (summary.get("failures") or {}).items():  # requests that failed alone: one line each
         table.add_row(f"failed {cause}", str(n))
     for stage, occ in (summary.get("occupancy") or {}).items():

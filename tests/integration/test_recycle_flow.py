@@ -128,6 +128,12 @@ def test_recycle_fills_tables(clean: CleanRun) -> None:
     status, counts, versions, tokens = run_row(st, "clean", "status", "counts_json", "versions_json",
                                                "tokens_json")  # fmt: skip
     assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
+    # What the flow held: the window (every shard here: 6 < 8), the most in flight, its peak memory;
+    # and its tables compacted at its end.
+    held = json.loads(counts)
+    assert held["window"] == 6 and 1 <= held["in_flight_max"] <= 6 and held["peak_rss_mb"] > 100
+    assert held["compacted"]["selected"] == [6, 1]
+    assert "shards in flight" in clean.stdout and "compacted" in clean.stdout
     assert json.loads(versions)["scoring"] == "scoring/v2"
     assert {t["stage"] for t in json.loads(tokens)} == {"instruction", "response"}
     # No prices given: usage is recorded and shown, a cost never.
