@@ -78,6 +78,7 @@ class SectionContext:
     system_prompt_version: str | None = None
     plots: list[dict[str, str]] = field(default_factory=list)  # title, path in the repo
     judge: dict[str, Any] | None = None  # judge_summary of the exported rows
+    multi_turn: int = 0  # exported rows of more than one exchange (messages format)
 
 
 def judge_summary(table: Any) -> dict[str, Any] | None:
@@ -136,6 +137,7 @@ def _template_context(s: SectionContext) -> dict[str, Any]:
         "system_prompt_version": s.system_prompt_version,
         "plots": s.plots,
         "judge": s.judge,
+        "multi_turn": s.multi_turn,
     }
 
 

@@ -260,8 +260,20 @@ def prepare(
         system_prompt_version=prompt_version,
         plots=[{"title": i.title, "path": i.path} for i in images or []],
         judge=judge_summary(result.table),
+        multi_turn=multi_turn_rows(exported),
     )
     return Prepared(dd, result, section, sum(split_rows.values()), list(images or []))
+
+
+def multi_turn_rows(exported: Any) -> int:
+    """Rows of a chat export with more than one assistant turn (0 for the Alpaca columns)."""
+    if "messages" not in exported.column_names:
+        return 0
+    return sum(
+        1
+        for convo in exported.column("messages").to_pylist()
+        if sum(1 for m in convo if m["role"] == "assistant") > 1
+    )
 
 
 def reproduce_command(params: ExportParams, version: int | None) -> str:

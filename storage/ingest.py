@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tasks.ingest.records import Reject
@@ -19,6 +20,8 @@ class IngestCounts:
     duplicates_in_input: int
     rejects: int
     new_rejects: int
+    conversations: int = 0  # rows of more than one exchange (user turn answered)
+    turns: int = 0  # user and assistant messages over every row loaded
 
 
 def ingest_to_store(
@@ -29,8 +32,11 @@ def ingest_to_store(
     Returns the loaded pairs too (in input order), so a flow can shard exactly what it ingested.
     """
     result = load_pairs(source, max_chars=max_chars)
-    seeds = [(p.id, p.instruction, p.input, p.output, p.source_line) for p in result.pairs]
-    return result, _record(store, source, run_id, seeds, result.rejects, result.n_duplicates)
+    seeds = [(p.id, p.instruction, p.input, p.output, p.source_line, p.messages) for p in result.pairs]
+    counts = _record(store, source, run_id, seeds, result.rejects, result.n_duplicates)
+    conversations = sum(1 for p in result.pairs if p.exchanges > 1)
+    turns = sum(sum(1 for role, _ in p.messages if role != "system") for p in result.pairs)
+    return result, replace(counts, conversations=conversations, turns=turns)
 
 
 def ingest_questions_to_store(
@@ -38,7 +44,7 @@ def ingest_questions_to_store(
 ) -> tuple[QuestionsResult, IngestCounts]:
     """The traces flow's ingest: questions become seeds (the gold answer, if any, in ``output``)."""
     result = load_questions(source, max_chars=max_chars)
-    seeds = [(q.id, q.question, "", q.answer or "", q.source_line) for q in result.questions]
+    seeds = [(q.id, q.question, "", q.answer or "", q.source_line, ()) for q in result.questions]
     return result, _record(store, source, run_id, seeds, result.rejects, result.n_duplicates)
 
 
@@ -46,7 +52,7 @@ def _record(
     store: Store,
     source: str,
     run_id: str,
-    seeds: list[tuple[str, str, str, str, int]],
+    seeds: Sequence[tuple[str, str, str, str, int, tuple[tuple[str, str], ...]]],
     rejects: list[Reject],
     n_duplicates: int,
 ) -> IngestCounts:
@@ -63,11 +69,12 @@ def _record(
                     "instruction": instruction,
                     "input": input,
                     "output": output,
+                    "messages": [{"role": r, "content": c} for r, c in messages] or None,
                     "source": source,
                     "source_line": line,
                     "ingested_at": now,
                 }
-                for source_id, instruction, input, output, line in new
+                for source_id, instruction, input, output, line, messages in new
             ],
         )
     seen_rejects = _known_rejects(store, source)

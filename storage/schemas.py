@@ -130,7 +130,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             ("run_id", pa.string()),
             ("source_id", pa.string()),
-            *_PAIR,
+            *_PAIR,  # a conversation's last exchange
+            # Every message of the row, system prompt included: a single-turn pair as user + assistant.
+            ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
             ("source", pa.string()),
             ("source_line", pa.int64()),
             ("ingested_at", TS),

@@ -325,7 +325,8 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
     from tasks.cost import format_cost
 
     table = Table(title=f"{name} run {summary['run_id']}", show_header=False)
-    for key in ("pairs", "questions", "shards", "resumed_shards", "valid", "verified", "kept"):
+    for key in ("pairs", "set_aside_conversations", "questions", "shards", "resumed_shards", "valid",
+                "verified", "kept"):  # fmt: skip
         if key in summary:
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):

@@ -2,7 +2,9 @@
 
 - ``alpaca``: ``instruction``, ``input``, ``output``. A trace row becomes (question, "", raw trace).
 - ``messages``: one user turn (instruction, plus a blank line and the input when there is one,
-  as in docs/scoring.md) and one assistant turn.
+  as in docs/scoring.md) and one assistant turn; where the table keeps a conversation
+  (``messages``, as ``seeds`` does), its earlier messages (system prompt and turns) come first, so a
+  conversation is written whole, ending with the row's own exchange.
 - ``traces``: the Reflection system prompt, the question, and the teacher's whole trace
   (``<thinking>``/``<reflection>``/``<output>``) as the assistant turn: what a model is trained on
   to answer in that format.
@@ -47,9 +49,14 @@ def to_format(
             }
         )
     elif fmt == "messages":
+        stored = table.column("messages").to_pylist() if "messages" in table.column_names else []
         convs = [
-            [{"role": "user", "content": user_message(x, i)}, {"role": "assistant", "content": y}]
-            for x, i, y in zip(instructions, inputs, responses, strict=True)
+            [
+                *_history(stored[n] if stored else None),
+                {"role": "user", "content": user_message(x, i)},
+                {"role": "assistant", "content": y},
+            ]
+            for n, (x, i, y) in enumerate(zip(instructions, inputs, responses, strict=True))
         ]
         out = pa.table({"messages": pa.array(convs, pa.list_(MESSAGE))})
     else:
@@ -69,6 +76,13 @@ def to_format(
             raise ValueError(f"extra column {name!r} clashes with a {fmt} column")
         out = out.append_column(name, table.column(name))
     return out
+
+
+def _history(messages: list[dict[str, str]] | None) -> list[dict[str, str]]:
+    """A stored conversation less its last exchange (the row's own columns give that one)."""
+    if not messages or len(messages) < 2:
+        return []
+    return [{"role": m["role"], "content": m["content"]} for m in messages[:-2]]
 
 
 def _pairs(table: pa.Table, fmt: str) -> tuple[list[str], list[str], list[str]]:

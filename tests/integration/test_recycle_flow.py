@@ -112,6 +112,10 @@ def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Cl
     """One uninterrupted run: the tables every interrupted run must end up equal to."""
     tmp = tmp_path_factory.mktemp("recycle")
     inp = write_input(tmp / "in.jsonl")
+    with inp.open("a") as f:  # and a conversation of two exchanges: kept in seeds, set aside by the flow
+        turns = [("user", "Name a fruit."), ("assistant", "Apple."), ("user", "Another?"),
+                 ("assistant", "Pear.")]  # fmt: skip
+        f.write(json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]}) + "\n")
     store = tmp / "factory"
     out = run_here(recycle_args(inp, store, tiny_model_path, "clean"))
     assert "recycle run" in out.stdout
@@ -120,7 +124,9 @@ def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Cl
 
 def test_recycle_fills_tables(clean: CleanRun) -> None:
     st = Store(str(clean.store))
-    assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(6,)]
+    assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(7,)]  # the conversation too, whole
+    [(messages,)] = st.sql("SELECT messages FROM seeds WHERE instruction = 'Another?'").fetchall()
+    assert [m["content"] for m in messages] == ["Name a fruit.", "Apple.", "Another?", "Pear."]
     assert st.sql("SELECT count(*) FROM reflections WHERE run_id = 'clean'").fetchall()[0][0] >= 12
     assert st.sql("SELECT count(DISTINCT source_id) FROM scores WHERE run_id = 'clean'").fetchall() == [(6,)]
     assert st.sql("SELECT DISTINCT scoring_version FROM scores").fetchall() == [("scoring/v2",)]
@@ -128,6 +134,7 @@ def test_recycle_fills_tables(clean: CleanRun) -> None:
     status, counts, versions, tokens = run_row(st, "clean", "status", "counts_json", "versions_json",
                                                "tokens_json")  # fmt: skip
     assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
+    assert json.loads(counts)["set_aside_conversations"] == 1 and "set aside conversations" in clean.stdout
     # What the flow held: the window (every shard here: 6 < 8), the most in flight, its peak memory;
     # and its tables compacted at its end.
     held = json.loads(counts)

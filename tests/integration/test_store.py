@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,28 @@ def test_ingest_twice_adds_nothing_and_records_rejects(tmp_path: Path) -> None:
     store = Store(uri)  # the first ingest created it
     assert store.sql("SELECT count(*) FROM seeds").fetchall() == [(2,)]
     assert store.sql("SELECT line, reason FROM rejects").fetchall() == [(2, "invalid_json")]
+
+
+def test_ingest_keeps_every_message_of_a_conversation_and_rejects_what_is_not_one(tmp_path: Path) -> None:
+    """ShareGPT and messages rows with system prompts and several exchanges keep every message in
+    ``seeds.messages``; a row that starts with the assistant is rejected with its reason."""
+    share = {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+                               {"from": "gpt", "value": "Hello."}, {"from": "human", "value": "Bye"},
+                               {"from": "gpt", "value": "Goodbye."}]}  # fmt: skip
+    chat = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    bad = {"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "Yo"}]}
+    src = tmp_path / "chats.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in (share, chat, bad)) + "\n")
+    uri = str(tmp_path / "f")
+    out = CliRunner().invoke(app, ["ingest", "-i", str(src), "-s", uri])
+    assert out.exit_code == 0, out.output
+    assert re.search(r"conversations\W+1\b", out.output) and re.search(r"turns\W+6\b", out.output)
+    store = Store(uri)
+    rows = store.sql("SELECT instruction, output, messages FROM seeds ORDER BY len(messages)").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("2+2?", "4"), ("Bye", "Goodbye.")]  # the last exchange
+    assert [m["content"] for m in rows[1][2]] == ["Be brief.", "Hi", "Hello.", "Bye", "Goodbye."]
+    assert [m["role"] for m in rows[1][2]] == ["system", "user", "assistant", "user", "assistant"]
+    assert store.sql("SELECT line, reason FROM rejects").fetchall() == [(3, "starts_with_assistant")]
 
 
 def test_sql_cli_formats_and_errors(tmp_path: Path) -> None:

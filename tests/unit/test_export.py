@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from flows.cli.export import build_curation
 from storage.dataset_card import existing_sections
-from storage.hub_export import ExportParams, lineage_of, prepare, reproduce_command
+from storage.hub_export import ExportParams, lineage_of, multi_turn_rows, prepare, reproduce_command
 from tasks.curate import CurationConfig, to_format
 from tests.curate_fixtures import planted_rows
 
@@ -37,6 +37,25 @@ def test_alpaca_and_messages_formats() -> None:
         {"role": "assistant", "content": "Hello"},
     ]
     assert msgs[0]["source_id"] == "a"
+
+
+def test_a_stored_conversation_is_written_whole_ending_with_the_rows_exchange() -> None:
+    convo = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"),
+             ("assistant", "Goodbye.")]  # fmt: skip
+    t = pa.table(
+        {
+            "instruction": ["Bye", "Say hi."],
+            "output": ["See you.", "Hi"],  # the first: a kept variant's answer replaces the stored one
+            "messages": [[{"role": r, "content": c} for r, c in convo], None],
+        }
+    )
+    rows = to_format(t, "messages").to_pylist()
+    first = [(m["role"], m["content"]) for m in rows[0]["messages"]]
+    assert first == [*convo[:-1], ("assistant", "See you.")]
+    second = [(m["role"], m["content"]) for m in rows[1]["messages"]]
+    assert second == [("user", "Say hi."), ("assistant", "Hi")]
+    assert multi_turn_rows(to_format(t, "messages")) == 1  # what the card states
+    assert multi_turn_rows(to_format(t, "alpaca")) == 0
 
 
 def test_traces_format_uses_the_system_prompt_and_the_raw_trace() -> None:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.sources import load_pairs, load_questions, read_records
-from tasks.ingest.records import Pair, Reject, normalise
+from tasks.ingest.records import Pair, Reject, normalise, single_exchanges
 
 GOOD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
 
@@ -37,7 +37,19 @@ def test_every_kind_of_bad_row_is_rejected_and_the_rest_load(tmp_path: Path) -> 
         j({"prompt": "Say hi.", "response": "Hi!"}),  # 10 ok
         b"",  # 11 blank: skipped
         j(GOOD),  # 12 duplicate of 1
-        j({"messages": [{"role": "user", "content": "q"}]}),  # 13 no_assistant_turn
+        j({"messages": [{"role": "user", "content": "q"}]}),  # 13 ends_without_answer
+        j({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}),  # 14
+        j(
+            {
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "human", "value": "q2"},
+                    {"from": "gpt", "value": "a"},
+                ]
+            }
+        ),  # 15 two user turns in a row
+        j({"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "a"}]}),  # 16
+        j({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}),  # 17
     ]
     result = load_pairs(str(write_jsonl(tmp_path / "in.jsonl", lines)), max_chars=100)
     assert [(r.line, r.reason) for r in result.rejects] == [
@@ -49,7 +61,11 @@ def test_every_kind_of_bad_row_is_rejected_and_the_rest_load(tmp_path: Path) -> 
         (7, "invalid_utf8"),
         (8, "too_long:output"),
         (9, "unknown_format"),
-        (13, "no_assistant_turn"),
+        (13, "ends_without_answer"),
+        (14, "starts_with_assistant"),
+        (15, "two_user_turns_in_a_row"),
+        (16, "unknown_role:messages[1]"),
+        (17, "empty_field:messages[1].content"),
     ]
     assert [p.source_line for p in result.pairs] == [1, 10]
     assert result.n_duplicates == 1
@@ -71,7 +87,7 @@ def test_same_content_same_id_across_formats(tmp_path: Path) -> None:
     assert len(ids["json"]) == 2
 
 
-def test_sharegpt_and_messages_shapes() -> None:
+def test_sharegpt_and_messages_shapes_keep_every_message() -> None:
     share = {
         "conversations": [
             {"from": "system", "value": "s"},
@@ -82,7 +98,29 @@ def test_sharegpt_and_messages_shapes() -> None:
     msgs = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
     a, b = normalise(share, 1), normalise(msgs, 2)
     assert isinstance(a, Pair) and isinstance(b, Pair)
-    assert (a.instruction, a.output) == ("Q", "A") and a.id == b.id
+    assert (a.instruction, a.output) == (b.instruction, b.output) == ("Q", "A")
+    assert a.messages == (("system", "s"), ("user", "Q"), ("assistant", "A"))
+    assert b.messages == (("user", "Q"), ("assistant", "A")) and a.exchanges == b.exchanges == 1
+    # The system prompt is part of the row: two seeds. One exchange alone has the id of the same
+    # pair written as Alpaca, as it always had.
+    alpaca = normalise({"instruction": "Q", "output": "A"}, 3)
+    assert isinstance(alpaca, Pair) and alpaca.messages == b.messages
+    assert a.id != b.id and b.id == alpaca.id
+
+
+def test_a_conversation_is_its_last_exchange_with_every_message_kept() -> None:
+    def convo(first: str) -> dict:
+        turns = [("system", "Be brief."), ("user", first), ("assistant", "Noted."),
+                 ("user", "And now?"), ("assistant", "Done.")]  # fmt: skip
+        return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+    one, other = normalise(convo("Plan a trip."), 1), normalise(convo("Plan a party."), 2)
+    assert isinstance(one, Pair) and isinstance(other, Pair)
+    assert (one.instruction, one.input, one.output) == ("And now?", "", "Done.")
+    assert len(one.messages) == 5 and one.exchanges == 2
+    assert one.id != other.id  # the same last exchange after different histories: two seeds
+    single, set_aside = single_exchanges([one, other, normalise(GOOD, 3)])  # type: ignore[list-item]
+    assert [p.output for p in single] == ["Blue."] and set_aside == 2
 
 
 def test_user_message_joins_input_after_a_blank_line() -> None:
@@ -135,3 +173,15 @@ def test_questions_keep_order_drop_duplicates_and_name_bad_rows(tmp_path: Path) 
     ]
     assert got.n_duplicates == 1
     assert [(r.line, r.reason) for r in got.rejects] == [(4, "missing_field:question"), (5, "invalid_json")]
+
+
+def test_the_score_command_leaves_a_conversation_of_several_exchanges_unscored_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    from storage.score_io import read_scoring_rows
+
+    turns = [("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"), ("assistant", "Goodbye.")]
+    convo = {"messages": [{"role": r, "content": c} for r, c in turns]}
+    path = write_jsonl(tmp_path / "in.jsonl", [json.dumps(GOOD).encode(), json.dumps(convo).encode()])
+    rows = read_scoring_rows(str(path))
+    assert [r.error for r in rows] == [None, "several_exchanges:not_scored_yet"]
