@@ -327,7 +327,7 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
     table = Table(title=f"{name} run {summary['run_id']}", show_header=False)
     for key in ("pairs", "set_aside_conversations", "questions", "shards", "resumed_shards", "valid",
                 "verified", "kept"):  # fmt: skip
-        if key in summary:
+        if key in summary and (summary[key] or key != "set_aside_conversations"):
             table.add_row(key.replace("_", " "), str(summary[key]))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
