@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 from overhead import write_pairs
+from view import median_seconds, viewer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,24 +121,9 @@ def timed_query(store: Store, table: str) -> tuple[float, list[tuple]]:
 
 
 def viewer_page(store: Path, repeat: int = 5) -> float:
-    cmd = [sys.executable, "-m", "flows.cli", "view", "--store", str(store), "--port", "0"]
-    proc = subprocess.Popen(
-        cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True
-    )
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        url = re.search(r"(http://\S+?)/\s", line + " ").group(1)  # type: ignore[union-attr]
-        with httpx.Client(base_url=url, timeout=300) as client:
-            client.get(f"/runs/{RUN}/pairs").raise_for_status()  # warm up
-            times = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                client.get(f"/runs/{RUN}/pairs").raise_for_status()
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """The run's pairs page through ``reflectory view``: median seconds of ``repeat`` after a warm-up."""
+    with viewer(store, timeout_s=300) as client:
+        return median_seconds(client, f"/runs/{RUN}/pairs", {}, repeat)[0]
 
 
 def main() -> None:

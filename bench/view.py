@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -86,6 +88,23 @@ def build(path: Path, rows: int, shards: int) -> Store:
     return store
 
 
+@contextmanager
+def viewer(store: Path, *, timeout_s: float) -> Iterator[httpx.Client]:
+    """``reflectory view`` on ``store`` (a free port), and a client of it; stopped at the end."""
+    cmd = [sys.executable, "-m", "flows.cli", "view", "--store", str(store), "--port", "0"]
+    proc = subprocess.Popen(
+        cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        url = re.search(r"(http://\S+?)/\s", line + " ").group(1)  # type: ignore[union-attr]
+        with httpx.Client(base_url=url, timeout=timeout_s) as client:
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def median_seconds(client: httpx.Client, path: str, params: dict[str, str], repeat: int) -> tuple[float, int]:
     client.get(path, params=params).raise_for_status()  # warm up
     times = []
@@ -115,14 +134,7 @@ def main() -> None:
     t0 = time.perf_counter()
     [(n,)] = store.sql(f"SELECT count(*) FROM selected WHERE run_id = '{RUN}' AND NOT kept").fetchall()
     sql_s = time.perf_counter() - t0
-    cmd = [sys.executable, "-m", "flows.cli", "view", "--store", str(path), "--port", "0"]
-    proc = subprocess.Popen(
-        cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True
-    )
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        url = re.search(r"(http://\S+?)/\s", line + " ").group(1)  # type: ignore[union-attr]
-        client = httpx.Client(base_url=url, timeout=120)
+    with viewer(path, timeout_s=120) as client:
         filtered = {"kept": "false", "ifd_min": "0.5", "ifd_max": "1.2", "q": NEEDLE}
         cases = [
             ("pairs page", f"/runs/{RUN}/pairs", {}),
@@ -139,9 +151,6 @@ def main() -> None:
             print(f"{name:>26}: {seconds * 1000:7.0f} ms ({kib:.0f} KiB, median of {args.repeat}; {verdict})")
         found = client.get(f"/api/runs/{RUN}/pairs", params=filtered).json()["total"]
         print(f"the search found {found} pairs holding {NEEDLE!r}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -325,10 +325,11 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
     from tasks.cost import format_cost
 
     table = Table(title=f"{name} run {summary['run_id']}", show_header=False)
-    for key in ("pairs", "set_aside_conversations", "questions", "shards", "resumed_shards", "valid",
-                "verified", "kept"):  # fmt: skip
-        if key in summary and (summary[key] or key != "set_aside_conversations"):
+    for key in ("pairs", "questions", "shards", "resumed_shards", "valid", "verified", "kept"):
+        if key in summary:
             table.add_row(key.replace("_", " "), str(summary[key]))
+    if set_aside := summary.get("set_aside_conversations"):
+        table.add_row("set aside conversations", str(set_aside))
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
     if summary.get("window"):  # what the flow held: shards in flight at most, its peak memory
