@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.factory import FlowRun
 from flows.params import RecycleParams
 from flows.run_context import FactoryServices
 from storage.ingest import ingest_to_store
-from tasks.ingest.records import single_exchanges
 from tasks.judge.shard_tasks import judge_task
 from tasks.recycle.shard_tasks import (
     reflect_instructions_task,
@@ -53,19 +52,11 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     with FlowRun("recycle", params) as run:
         with run.stage("ingest"):
             loaded, counts = ingest_to_store(run.store, params.input, run.run_id)
-            pairs, conversations = single_exchanges(loaded.pairs)
-            pairs = pairs[: params.limit] if params.limit else pairs
+            pairs = loaded.pairs[: params.limit] if params.limit else loaded.pairs
         run.announce("pairs", len(pairs), counts.rejects)
-        if conversations:  # kept whole in seeds, not recycled: nothing is dropped without a word
-            get_run_logger().warning(
-                "%d conversations of more than one exchange are kept whole in seeds.messages and set "
-                "aside: this flow reflects and scores single exchanges only (docs/recycle.md)",
-                conversations,
-            )
-
-        jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs])
+        # A conversation's last exchange is recycled after its history (docs/recycle.md).
+        histories = {p.id: p.history for p in pairs if p.history}
+        jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs], histories)
         stages = (*STAGES, JUDGE_STAGE) if params.judge else STAGES
         summaries = run.run_shards(jobs, stages, _chain)
-        return run.finish(
-            summaries, counts, final="select", pairs=len(pairs), set_aside_conversations=conversations
-        )
+        return run.finish(summaries, counts, final="select", pairs=len(pairs), conversations=len(histories))

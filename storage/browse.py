@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.conversation import as_dicts, history_of
+
 from .runs import LATEST_RUNS, RunStatuses
 from .store import Store
 
@@ -308,11 +310,12 @@ class Browser:
         and its lineage; None when the run has no such pair."""
         run = self.run(run_id)
         seed = self._query(
-            "SELECT source_id, instruction, input, output, source, source_line FROM seeds "
-            "WHERE source_id = ? "
-            "LIMIT 1",
+            "SELECT * FROM seeds WHERE source_id = ? LIMIT 1",  # a store from before messages lacks them
             [source_id],
         )
+        seed = [{k: row.get(k) for k in SEED_COLUMNS} for row in seed]
+        messages = (seed[0].pop("messages") or []) if seed else []
+        history = as_dicts(history_of([(m["role"], m["content"]) for m in messages]))
         selected = self._query(
             "SELECT * FROM selected WHERE run_id = ? AND source_id = ?", [run_id, source_id]
         )
@@ -338,6 +341,7 @@ class Browser:
             "run_id": run_id,
             "source_id": source_id,
             "seed": _clean(seed[0]) if seed else None,
+            "history": history,  # a conversation's messages before its last exchange (often none)
             "decision": decision,
             "replies": [_clean(r) for r in replies],
             "scores": [_clean(s) for s in scores],
@@ -486,6 +490,9 @@ JUDGEMENT = (
     "source_id, outcome, failure, a_first_score_a, a_first_score_b, b_first_score_a, b_first_score_b, "
     "rating, rating_failure, kept_variant, judge"
 )
+
+
+SEED_COLUMNS = ("source_id", "instruction", "input", "output", "source", "source_line", "messages")
 
 
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:

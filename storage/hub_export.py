@@ -1,7 +1,7 @@
 """Export a curated table to the Hugging Face Hub, or to a local folder in the Hub's layout.
 
 ``run_export(params)`` reads a table version from the store (or takes any Arrow table), curates
-it (``tasks.curate``), shapes it (Alpaca, messages or traces), splits it (seeded), and either
+it (``tasks.curate``), shapes it (Alpaca, messages, ShareGPT or traces), splits it (seeded), and either
 pushes it with ``DatasetDict.push_to_hub`` and then the dataset card, or writes the same files
 (``<data_dir>/<split>-00000-of-00001.parquet`` and ``README.md``) to ``to_dir`` so that
 ``load_dataset(folder)`` loads it offline.
@@ -158,6 +158,8 @@ def read_from_store(
         rows = rows.filter(pc.field("run_id") == run_id)
     if table == "selected" and st.exists("judgements"):
         rows = with_judgements(st, rows)
+    if "source_id" in rows.column_names and "messages" not in rows.column_names and st.exists("seeds"):
+        rows = with_conversations(st, rows)
     lineage = lineage_of(rows, store=st.uri, table=table, version=version)
     lineage.runs = _runs(st, lineage.run_ids)
     return rows, lineage
@@ -176,6 +178,16 @@ def with_judgements(st: Any, rows: pa.Table) -> pa.Table:
     left = rows.select(keep).append_column(order, pa.array(range(rows.num_rows), pa.int64()))
     joined = left.join(judged, keys=["run_id", "source_id"], join_type="left outer")
     return joined.sort_by(order).drop_columns([order])
+
+
+def with_conversations(st: Any, rows: pa.Table) -> pa.Table:
+    """Rows with their seed's whole conversation (``seeds.messages``, NULL where the seed is not in
+    the store), so a chat export writes a conversation's history before the row's own exchange."""
+    ids = rows.column("source_id")
+    seeds = st.table("seeds", columns=["source_id", "messages"])
+    seeds = seeds.filter(pc.is_in(seeds.column("source_id"), value_set=pc.unique(ids)))
+    at = pc.index_in(ids, value_set=seeds.column("source_id"))  # NULL where there is no seed
+    return rows.append_column("messages", seeds.column("messages").take(at))
 
 
 def _runs(st: Any, run_ids: list[str]) -> list[dict[str, Any]]:
@@ -267,13 +279,14 @@ def prepare(
 
 def multi_turn_rows(exported: Any) -> int:
     """Rows of a chat export with more than one assistant turn (0 for the Alpaca columns)."""
-    if "messages" not in exported.column_names:
-        return 0
-    return sum(
-        1
-        for convo in exported.column("messages").to_pylist()
-        if sum(1 for m in convo if m["role"] == "assistant") > 1
-    )
+    for column, role_key, answer in (("messages", "role", "assistant"), ("conversations", "from", "gpt")):
+        if column in exported.column_names:
+            return sum(
+                1
+                for convo in exported.column(column).to_pylist()
+                if sum(1 for m in convo if m[role_key] == answer) > 1
+            )
+    return 0
 
 
 def reproduce_command(params: ExportParams, version: int | None) -> str:

@@ -36,14 +36,9 @@ def read_scoring_rows(source: str) -> list[ScoringRow]:
             rows.append(ScoringRow(line, {"raw": raw}, None, error or "unreadable"))
             continue
         parsed = normalise(record, line)
-        if isinstance(parsed, Pair) and parsed.exchanges > 1:  # its last answer needs its history
-            rows.append(ScoringRow(line, dict(record), None, "several_exchanges:not_scored_yet"))
-        elif isinstance(parsed, Pair):
-            rows.append(
-                ScoringRow(
-                    line, dict(record), PairText(parsed.instruction, parsed.output, parsed.input), None
-                )
-            )
+        if isinstance(parsed, Pair):  # a conversation's last answer is scored after its history
+            text = PairText(parsed.instruction, parsed.output, parsed.input, parsed.history)
+            rows.append(ScoringRow(line, dict(record), text, None))
         else:
             rows.append(ScoringRow(line, dict(record), None, parsed.reason))
     return rows

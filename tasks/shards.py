@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tasks.budget import BUDGET_EXHAUSTED, BudgetStopped
+from tasks.conversation import History
 from tasks.engine import Engine, ModelRole, Sampling
 from tasks.ingest.records import Question
 from tasks.prompts import PROMPT_VERSIONS
@@ -65,9 +66,13 @@ class ShardJob:
     judge: ModelRole | None = None  # the recycle flow's optional judge stage
     judge_sampling: Sampling | None = None
     judge_constrained: bool = True
+    # (id, history) of the pairs that end a conversation (tasks.conversation); single-turn pairs have
+    # none, so a shard of Alpaca rows carries nothing more.
+    histories: tuple[tuple[str, History], ...] = ()
 
     def seeds(self) -> list[SimplePair]:
-        return [SimplePair(*p) for p in self.pairs]
+        history = dict(self.histories)
+        return [SimplePair(*p, history=history.get(p[0], ())) for p in self.pairs]
 
     def questions(self) -> list[Question]:
         """The traces flow's items: (id, question, "", gold answer or "")."""

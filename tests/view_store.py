@@ -17,6 +17,8 @@ from tasks.teacher.stages import ReflectionRow
 RUN = "recycle-view"
 TRACES_RUN = "traces-view"
 TEACHER, STUDENT = "hf:teacher", "hf:student"
+HISTORY = (("system", "You are a health coach."), ("user", "I sleep five hours a night."),
+           ("assistant", "That is less than most adults need."))  # fmt: skip
 
 PAIRS = [
     # (instruction, input, output, rewritten instruction, better answer, ifd/rifd of ori, Q, A, QA)
@@ -140,6 +142,12 @@ def build(path: Path, *, finished: bool = True, run_id: str = RUN, extra: list[t
                 "source": "view.jsonl",
                 "source_line": i + 1,
                 "ingested_at": datetime.now(UTC),
+                # The first pair ends a conversation: its history is what the pair page folds.
+                "messages": [
+                    {"role": r, "content": c} for r, c in (*HISTORY, ("user", ins), ("assistant", out))
+                ]
+                if i == 0
+                else None,
             }
         )
         critique = f"The instruction is vague. [New Instruction] {new_ins} [End] [New Answer] {better} [End]"

@@ -50,7 +50,9 @@ def export_command(
         list[str] | None,
         typer.Option(help="boolean column that must be true; COL=true_or_null lets NULL pass (repeatable)"),
     ] = None,
-    format: Annotated[str | None, typer.Option("--format", "-f", help="alpaca, messages or traces")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", "-f", help="alpaca, messages, sharegpt or traces")
+    ] = None,
     benchmarks: Annotated[str | None, typer.Option(help="folder of benchmark JSONL files")] = None,
     ngram: Annotated[int | None, typer.Option(help="decontamination n-gram size (default 13)")] = None,
     no_decontam: Annotated[bool, typer.Option("--no-decontam", help="skip decontamination")] = False,

@@ -86,17 +86,9 @@ def reflect_command(
 def _read(source: str, mode: Mode) -> tuple[list[Any], list[Any]]:
     from storage.sources import load_pairs, load_questions
 
-    if mode != Mode.trace:
-        from tasks.ingest.records import single_exchanges
-
+    if mode != Mode.trace:  # a conversation's last exchange is reflected after its history
         result = load_pairs(source)
-        pairs, conversations = single_exchanges(result.pairs)
-        if conversations:
-            console.print(
-                f"[yellow]note:[/] {conversations} conversations of more than one exchange set aside: "
-                "the teacher reflects single exchanges only"
-            )
-        return pairs, result.rejects
+        return result.pairs, result.rejects
     questions = load_questions(source)
     return questions.questions, questions.rejects
 

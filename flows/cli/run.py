@@ -328,8 +328,8 @@ def _print_summary(name: str, summary: dict[str, Any], store: str) -> None:
     for key in ("pairs", "questions", "shards", "resumed_shards", "valid", "verified", "kept"):
         if key in summary:
             table.add_row(key.replace("_", " "), str(summary[key]))
-    if set_aside := summary.get("set_aside_conversations"):
-        table.add_row("set aside conversations", str(set_aside))
+    if conversations := summary.get("conversations"):  # of the pairs: last exchanges after a history
+        table.add_row("conversations", f"{conversations} (last exchange recycled after its history)")
     for reason, n in sorted(summary["reasons"].items()):
         table.add_row(f"  {reason}", str(n))
     if summary.get("window"):  # what the flow held: shards in flight at most, its peak memory

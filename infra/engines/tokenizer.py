@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tasks.conversation import Message, as_dicts
 from tasks.engine import EngineError, ScoreRequest, TargetLogprobs
 from tasks.scoring.templates import (
     MODEL_TEMPLATE,
@@ -60,8 +61,10 @@ class TextTokenizer:
             return render_named(self.chat_template, "\n\n".join(m["content"] for m in messages))
         return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
-    def chat_prefix(self, user_message: str) -> str:
-        return self.render_chat([{"role": "user", "content": user_message}])
+    def chat_prefix(self, messages: Sequence[Message] | str) -> str:
+        """The model's own template over ``messages`` (a history ending with a user message, or one
+        user message), up to the assistant's turn."""
+        return self.render_chat(as_dicts((("user", messages),) if isinstance(messages, str) else messages))
 
     def count(self, text: str) -> int:
         """Tokens of a text on its own (no special tokens): what a reply's fixed parts cost."""

@@ -1,10 +1,13 @@
-"""Output formats of an export: Alpaca columns, chat ``messages``, or Reflection traces.
+"""Output formats of an export: Alpaca columns, chat ``messages`` or ShareGPT ``conversations``, or
+Reflection traces.
 
 - ``alpaca``: ``instruction``, ``input``, ``output``. A trace row becomes (question, "", raw trace).
 - ``messages``: one user turn (instruction, plus a blank line and the input when there is one,
   as in docs/scoring.md) and one assistant turn; where the table keeps a conversation
   (``messages``, as ``seeds`` does), its earlier messages (system prompt and turns) come first, so a
   conversation is written whole, ending with the row's own exchange.
+- ``sharegpt``: the same conversation as ``conversations`` of ``from``/``value`` turns (``system``,
+  ``human``, ``gpt``), the shape ShareGPT-style trainers read.
 - ``traces``: the Reflection system prompt, the question, and the teacher's whole trace
   (``<thinking>``/``<reflection>``/``<output>``) as the assistant turn: what a model is trained on
   to answer in that format.
@@ -17,11 +20,15 @@ from typing import Literal
 
 import pyarrow as pa
 
+from tasks.conversation import as_dicts, history_of
+
 from .base import require_columns, row_label
 
-Format = Literal["alpaca", "messages", "traces"]
-FORMATS: tuple[str, ...] = ("alpaca", "messages", "traces")
+Format = Literal["alpaca", "messages", "sharegpt", "traces"]
+FORMATS: tuple[str, ...] = ("alpaca", "messages", "sharegpt", "traces")
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+SHAREGPT_TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
+SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
 def user_message(instruction: str, input_text: str | None) -> str:
@@ -48,7 +55,7 @@ def to_format(
                 "output": pa.array(responses, pa.string()),
             }
         )
-    elif fmt == "messages":
+    elif fmt in ("messages", "sharegpt"):
         stored = table.column("messages").to_pylist() if "messages" in table.column_names else []
         convs = [
             [
@@ -58,7 +65,11 @@ def to_format(
             ]
             for n, (x, i, y) in enumerate(zip(instructions, inputs, responses, strict=True))
         ]
-        out = pa.table({"messages": pa.array(convs, pa.list_(MESSAGE))})
+        if fmt == "messages":
+            out = pa.table({"messages": pa.array(convs, pa.list_(MESSAGE))})
+        else:
+            turns = [[{"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]} for m in c] for c in convs]
+            out = pa.table({"conversations": pa.array(turns, pa.list_(SHAREGPT_TURN))})
     else:
         if not system_prompt:
             raise ValueError("the traces format needs the Reflection system prompt")
@@ -79,10 +90,11 @@ def to_format(
 
 
 def _history(messages: list[dict[str, str]] | None) -> list[dict[str, str]]:
-    """A stored conversation less its last exchange (the row's own columns give that one)."""
-    if not messages or len(messages) < 2:
+    """A stored conversation's history: what comes before its last exchange, which the row's own
+    columns give (the kept variant's)."""
+    if not messages:
         return []
-    return [{"role": m["role"], "content": m["content"]} for m in messages[:-2]]
+    return as_dicts(history_of([(m["role"], m["content"]) for m in messages]))
 
 
 def _pairs(table: pa.Table, fmt: str) -> tuple[list[str], list[str], list[str]]:

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from .base import Step, StepReport, as_table
-from .columns import prompt_fields, response_field
+from .columns import HISTORY, prompt_fields, response_field, with_history_text
 from .config import CurationConfig
 from .decontam import Benchmark, Decontaminate, NgramIndex
 from .dedup import ExactDedup, NearDedup
@@ -82,11 +82,16 @@ def curate(
     config: CurationConfig,
     benchmarks: Sequence[Benchmark] = (),
 ) -> CurationResult:
+    """The rows that pass every step. A conversation's history is part of its prompt: two conversations
+    that end alike after different histories are not duplicates (``columns.with_history_text``)."""
     table = as_table(rows)
-    steps, skipped = build_steps(config, table.column_names, benchmarks)
+    derived = with_history_text(table)
+    steps, skipped = build_steps(config, derived.column_names, benchmarks)
     reports = []
-    current = table
+    current = derived
     for step in steps:
         current, report = step.apply(current)
         reports.append(report)
+    if derived is not table:
+        current = current.drop_columns([HISTORY])
     return CurationResult(current, reports, table.num_rows, skipped)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from tasks.conversation import History, Message, history_of
 from tasks.scoring.templates import user_message
 
 RAW_LIMIT = 2000
-Message = tuple[str, str]  # (role, content); role is system, user or assistant
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
 
 
@@ -47,6 +47,11 @@ class Pair:
     def user_message(self) -> str:
         """The instruction, with the input after a blank line when there is one (docs/scoring.md)."""
         return user_message(self.instruction, self.input)
+
+    @property
+    def history(self) -> History:
+        """What comes before the pair's exchange: the system prompt and earlier turns (often none)."""
+        return history_of(self.messages)
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,6 @@ def make_pair(
     convo = alone if messages is None else tuple((role, _clean(text)) for role, text in messages)
     context = () if convo == alone else convo
     return Pair(pair_id(instruction, input, output, context), instruction, input, output, line, convo)
-
-
-def single_exchanges(pairs: list[Pair]) -> tuple[list[Pair], int]:
-    """The pairs that are one exchange (a system prompt may come before it), and how many
-    conversations of several exchanges there were besides."""
-    single = [p for p in pairs if p.exchanges == 1]
-    return single, len(pairs) - len(single)
 
 
 def raw_text(record: Any) -> str:

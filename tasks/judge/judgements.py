@@ -31,12 +31,15 @@ def judgements(
 
     ``seeds``: pairs with ``id``, ``instruction``, ``input``, ``output``; ``reflected``: each seed's
     better answer to its own instruction (None, or absent, when that reply failed); ``kept``: the
-    ``selected`` row of each kept seed (``variant``, ``instruction``, ``input``, ``output``).
+    ``selected`` row of each kept seed (``variant``, ``instruction``, ``input``, ``output``). A seed
+    with a ``history`` (a conversation's last exchange) is judged after it.
     """
     version = prompt_version(PAIR_PROMPT, pair_form(sampling, constrained))
+    history = {s.id: getattr(s, "history", ()) for s in seeds}
     todo, rows = [], {}
     for s in seeds:
-        item = PairItem(s.id, question_text(s.instruction, s.input), reflected.get(s.id) or "", s.output)
+        question = question_text(s.instruction, s.input, history[s.id])
+        item = PairItem(s.id, question, reflected.get(s.id) or "", s.output)
         if reflected.get(s.id):
             todo.append(item)
         else:
@@ -44,7 +47,7 @@ def judgements(
     rows.update({r["source_id"]: r for r in judge_pairs(todo, judge, sampling, constrained=constrained)})
     rated = rate_answers(
         [
-            AnswerItem(i, question_text(k["instruction"], k["input"] or ""), k["output"])
+            AnswerItem(i, question_text(k["instruction"], k["input"] or "", history.get(i, ())), k["output"])
             for i, k in kept.items()
         ],
         judge,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tasks.conversation import History
 from tasks.engine import ChatRequest, Sampling
 from tasks.prompts import render, version
 from tasks.teacher.forms import ReplyForm, fitting_form, judge_form
@@ -27,10 +28,16 @@ NO_RATING = "no_rating"
 RATING_OUT_OF_RANGE = "rating_out_of_range"
 
 
-def question_text(instruction: str, input: str = "") -> str:
+def question_text(instruction: str, input: str = "", history: History = ()) -> str:
     """The question a judge sees: the instruction, and its input the way the reference joined
-    Self-Instruct's (``{instruction} Input: {input}``)."""
-    return f"{instruction} Input: {input}" if input else instruction
+    Self-Instruct's (``{instruction} Input: {input}``). After a conversation's history, the earlier
+    messages come first, one paragraph each (``System: ...``, ``User: ...``, ``Assistant: ...``), and
+    the question is the last ``User:`` one, so the judge weighs the answer to the turn it ends."""
+    question = f"{instruction} Input: {input}" if input else instruction
+    if not history:
+        return question
+    turns = [f"{role.capitalize()}: {content}" for role, content in (*history, ("user", question))]
+    return "\n\n".join(turns)
 
 
 def prompt_version(name: str, form: ReplyForm | None) -> str:

@@ -47,10 +47,14 @@ def render(name: str, *, verbatim: bool = False, **variables: Any) -> str:
     """The prompt text; a missing variable is an error, never an empty string.
 
     ``structured`` (default False) picks the reply format a reflection prompt asks for: a JSON
-    object (constrained replies) or bracket tags (free text). ``verbatim`` keeps the text's edges
-    as the template writes them (the judge's reference prompt ends in a blank line).
+    object (constrained replies) or bracket tags (free text). ``history`` (default none) is the
+    conversation before a pair, as ``(role, content)`` messages: a reflection prompt shows it before
+    the pair and says the pair is its last exchange; without one the text is the single-turn text.
+    ``verbatim`` keeps the text's edges as the template writes them (the judge's reference prompt
+    ends in a blank line).
     """
     variables.setdefault("structured", False)
+    variables.setdefault("history", ())
     text = _template(name).render(**variables)
     return text if verbatim else text.strip()
 

@@ -41,12 +41,13 @@ def reflect_instructions_task(job: ShardJob, services: Services) -> ShardSummary
 def reflect_responses_task(job: ShardJob, services: Services) -> ShardSummary:
     def compute(store: ShardStore) -> Rows:
         teacher = services.engine(job.teacher)
+        seeds = job.seeds()
         instruction_rows = reflections_of(upstream(store, job, INSTRUCTION))
         original, _ = reflect_responses(
-            job.seeds(), teacher, job.sampling, which="original", constrained=job.constrained
+            seeds, teacher, job.sampling, which="original", constrained=job.constrained
         )
         reflected, _ = reflect_responses(
-            reflected_pairs(instruction_rows),
+            reflected_pairs(seeds, instruction_rows),
             teacher,
             job.sampling,
             which="reflected",

@@ -2,7 +2,8 @@
 
 ori = (x0, y0) is the seed; the instruction reflection proposes Q = (x1, y1); the response
 reflection gives A = (x0, y0') and QA = (x1, y1'). The student scores every variant that exists
-and ``tasks.recycle.select`` picks one per pair, with the reason.
+and ``tasks.recycle.select`` picks one per pair, with the reason. A seed that ends a conversation
+keeps its history in every variant: the variants replace its last exchange only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.conversation import History
 from tasks.engine import REQUEST_FAILURES, failure_cause
 from tasks.recycle.select import VARIANTS, Decision, VariantScore, select_variant
 from tasks.scoring.ifd import PairScore
@@ -20,12 +22,13 @@ from tasks.teacher.stages import PairLike, ReflectionRow
 
 @dataclass(frozen=True)
 class SimplePair:
-    """A pair as the teacher stages see it (id = the seed's source id)."""
+    """A pair as the teacher stages see it (id = the seed's source id), after its history if any."""
 
     id: str
     instruction: str
     input: str
     output: str
+    history: History = ()
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,19 @@ class Candidate:
     instruction: str
     input: str
     output: str
+    history: History = ()
 
     @property
     def text(self) -> PairText:
-        return PairText(self.instruction, self.output, self.input)
+        return PairText(self.instruction, self.output, self.input, self.history)
 
 
-def reflected_pairs(instruction_rows: Iterable[ReflectionRow]) -> list[SimplePair]:
-    """(x1, y1) for every seed whose instruction reflection parsed (the new instruction holds any input)."""
+def reflected_pairs(seeds: Sequence[PairLike], instruction_rows: Iterable[ReflectionRow]) -> list[SimplePair]:
+    """(x1, y1) for every seed whose instruction reflection parsed (the new instruction holds any
+    input), after the seed's history."""
+    history = {s.id: s.history for s in seeds}
     return [
-        SimplePair(r.source_id, r.new_instruction, "", r.new_answer)
+        SimplePair(r.source_id, r.new_instruction, "", r.new_answer, history.get(r.source_id, ()))
         for r in instruction_rows
         if r.ok and r.new_instruction and r.new_answer
     ]
@@ -58,17 +64,18 @@ def candidates(
     response_rows: Iterable[ReflectionRow],
 ) -> list[Candidate]:
     """Every variant that exists, seed by seed in seed order, variants in the order ori, Q, A, QA."""
-    q = {p.id: p for p in reflected_pairs(instruction_rows)}
+    q = {p.id: p for p in reflected_pairs(seeds, instruction_rows)}
     better = {(r.source_id, r.stage): r.better_answer for r in response_rows if r.ok and r.better_answer}
     out: list[Candidate] = []
     for s in seeds:
-        out.append(Candidate(s.id, "ori", s.instruction, s.input, s.output))
+        h = s.history
+        out.append(Candidate(s.id, "ori", s.instruction, s.input, s.output, h))
         if s.id in q:
-            out.append(Candidate(s.id, "Q", q[s.id].instruction, "", q[s.id].output))
+            out.append(Candidate(s.id, "Q", q[s.id].instruction, "", q[s.id].output, h))
         if (a := better.get((s.id, "response_original"))) is not None:
-            out.append(Candidate(s.id, "A", s.instruction, s.input, a))
+            out.append(Candidate(s.id, "A", s.instruction, s.input, a, h))
         if s.id in q and (qa := better.get((s.id, "response_reflected"))) is not None:
-            out.append(Candidate(s.id, "QA", q[s.id].instruction, "", qa))
+            out.append(Candidate(s.id, "QA", q[s.id].instruction, "", qa, h))
     return out
 
 

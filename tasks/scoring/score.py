@@ -10,6 +10,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tasks.conversation import History
 from tasks.engine import Scorer, ScoreRequest, TargetLogprobs
 
 from .ifd import PairScore, Ratio, mean_loss
@@ -18,11 +19,13 @@ from .templates import PromptFormat, user_message
 
 @dataclass(frozen=True)
 class PairText:
-    """What scoring needs of a pair: the instruction, the response, and the row's input (if any)."""
+    """What scoring needs of a pair: the instruction, the response, the row's input (if any), and the
+    conversation before it (``tasks.conversation``; empty for a single-turn pair)."""
 
     instruction: str
     response: str
     input: str = ""
+    history: History = ()
 
     @property
     def user_message(self) -> str:
@@ -43,13 +46,13 @@ class PairRequests:
 
 
 def pair_requests(pair: PairText, fmt: PromptFormat) -> PairRequests:
-    """IFD: the response after the instruction's prompt, and alone. r-IFD: the instruction (as the
-    format writes it) after the reversed prompt, and alone."""
+    """IFD: the response after the history and the instruction's prompt, and alone. r-IFD: the
+    instruction (as the format writes it) after the history and the reversed prompt, and alone."""
     instruction = fmt.instruction_target(pair.instruction, pair.input)
     return PairRequests(
-        cond_response=ScoreRequest(fmt.prompt(pair.instruction, pair.input), pair.response),
+        cond_response=ScoreRequest(fmt.prompt(pair.instruction, pair.input, pair.history), pair.response),
         direct_response=ScoreRequest("", pair.response),
-        cond_instruction=ScoreRequest(fmt.reverse(pair.response), instruction),
+        cond_instruction=ScoreRequest(fmt.reverse(pair.response, pair.history), instruction),
         direct_instruction=ScoreRequest("", instruction),
     )
 

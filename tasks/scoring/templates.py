@@ -12,14 +12,22 @@ Two families:
   instruction, or ``instruction + "\\n\\n" + input``; it is wrapped in the template with the
   generation prompt, and the r-IFD target is that same user message.
 
+A pair that ends a conversation is rendered after its **history** (``tasks.conversation``): a chat
+format passes the system prompt and earlier turns to the template as messages; a reference format
+writes its multi-turn form, the conversation's system prompt in place of its own preamble and each
+earlier exchange as ``USER: ... ASSISTANT: answer</s>`` (FastChat's vicuna; alpaca and wizardlm the
+same with their own turn text). An empty history renders exactly the single-turn texts.
+
 Pure string formatting, so the seam between prefix and target is exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from tasks.conversation import History, Message, exchanges, system_prompt
 
 REVERSE_PROMPT = (
     "Below is the response to an instruction, please guess the corresponding instruction for the "
@@ -45,12 +53,13 @@ class PromptFormat(Protocol):
     @property
     def name(self) -> str: ...
 
-    def prompt(self, instruction: str, input: str) -> str:
-        """The IFD prefix: the instruction (and input) rendered up to where the response starts."""
+    def prompt(self, instruction: str, input: str, history: History = ()) -> str:
+        """The IFD prefix: the history, then the instruction (and input), up to where the response
+        starts."""
         ...
 
-    def reverse(self, response: str) -> str:
-        """The r-IFD prefix: the reversed prompt rendered up to where the instruction starts."""
+    def reverse(self, response: str, history: History = ()) -> str:
+        """The r-IFD prefix: the history, then the reversed prompt, up to where the instruction starts."""
         ...
 
     def instruction_target(self, instruction: str, input: str) -> str:
@@ -60,21 +69,31 @@ class PromptFormat(Protocol):
 
 @dataclass(frozen=True)
 class ReferenceFormat:
-    """A prompt format of the reference scorer, rendered exactly as it renders it."""
+    """A prompt format of the reference scorer, rendered exactly as it renders it, and its multi-turn
+    form for a pair with a history."""
 
     name: str
-    no_input: str  # with {instruction}
-    with_input: str  # with {instruction} and {input}
+    system: str  # the preamble; a conversation's own system prompt takes its place
+    user: str  # the user's turn up to where the answer starts, with {instruction}
+    with_input: str  # the whole single-turn prompt of a row with an input, {instruction} and {input}
+    join: str = " "  # between the preamble and the first turn
 
-    def prompt(self, instruction: str, input: str) -> str:
+    @property
+    def no_input(self) -> str:
+        """The whole single-turn prompt of a row without an input, with {instruction}."""
+        return self._head(self.system) + self.user
+
+    def prompt(self, instruction: str, input: str, history: History = ()) -> str:
         # format_map, as the reference does: braces inside the values are left alone.
+        if history:
+            return self._conversation(history, user_message(instruction, input))
         if input:
             return self.with_input.format_map({"instruction": instruction, "input": input})
         return self.no_input.format_map({"instruction": instruction})
 
-    def reverse(self, response: str) -> str:
+    def reverse(self, response: str, history: History = ()) -> str:
         # The reference formats the reversed instruction with the no-input prompt, whatever the row.
-        return self.no_input.format_map({"instruction": reverse_prompt(response)})
+        return self._conversation(history, reverse_prompt(response))
 
     def instruction_target(self, instruction: str, input: str) -> str:
         return instruction + input
@@ -83,19 +102,32 @@ class ReferenceFormat:
         """One user message as a prompt (teacher generation through a named template)."""
         return self.no_input.format_map({"instruction": message})
 
+    def _head(self, system: str) -> str:
+        return system + self.join if system else ""
+
+    def _conversation(self, history: History, message: str) -> str:
+        """The multi-turn form: preamble (or the history's system prompt), each earlier exchange
+        closed by ``</s>``, then the last user turn up to the answer. No history: ``render``."""
+        past = "".join(
+            self.user.format_map({"instruction": question}) + " " + answer + "</s>"
+            for question, answer in exchanges(history)
+        )
+        head = self._head(system_prompt(history) or self.system)
+        return head + past + self.user.format_map({"instruction": message})
+
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """A chat template: ``render(message)`` gives the template up to the assistant's turn."""
+    """A chat template: ``render(messages)`` gives the template up to the assistant's turn."""
 
     name: str
-    render: Callable[[str], str]
+    render: Callable[[Sequence[Message]], str]
 
-    def prompt(self, instruction: str, input: str) -> str:
-        return self.render(user_message(instruction, input))
+    def prompt(self, instruction: str, input: str, history: History = ()) -> str:
+        return self.render((*history, ("user", user_message(instruction, input))))
 
-    def reverse(self, response: str) -> str:
-        return self.render(reverse_prompt(response))
+    def reverse(self, response: str, history: History = ()) -> str:
+        return self.render((*history, ("user", reverse_prompt(response))))
 
     def instruction_target(self, instruction: str, input: str) -> str:
         return user_message(instruction, input)
@@ -109,35 +141,43 @@ _VICUNA_SYSTEM = (
 REFERENCE_FORMATS: dict[str, ReferenceFormat] = {
     "vicuna": ReferenceFormat(
         "vicuna",
-        no_input=_VICUNA_SYSTEM + " USER: {instruction} ASSISTANT:",
+        system=_VICUNA_SYSTEM,
+        user="USER: {instruction} ASSISTANT:",
         with_input=_VICUNA_SYSTEM + " USER: {instruction}\nInput:\n{input} ASSISTANT:",
     ),
     "alpaca": ReferenceFormat(
         "alpaca",
-        no_input=(
+        system=(
             "Below is an instruction that describes a task. Write a response that appropriately "
-            "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+            "completes the request."
         ),
+        user="### Instruction:\n{instruction}\n\n### Response:",
         with_input=(
             "Below is an instruction that describes a task, paired with an input that provides further "
             "context. Write a response that appropriately completes the request.\n\n"
             "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
         ),
+        join="\n\n",
     ),
     "wizardlm": ReferenceFormat(
         "wizardlm",
-        no_input="{instruction}\n\n### Response:",
+        system="",
+        user="{instruction}\n\n### Response:",
         with_input="{instruction}\n{input}\n\n### Response:",
+        join="\n\n",
     ),
 }
 # The reference script's own name for the WizardLM format (``--prompt wiz``).
 ALIASES = {"wiz": "wizardlm"}
 
-_LLAMA3 = (
-    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{message}<|eot_id|>"
-    "<|start_header_id|>assistant<|end_header_id|>\n\n"
-)
-CHAT_TEMPLATES: dict[str, str] = {"llama-3": _LLAMA3}
+_LLAMA3_TURN = "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+CHAT_TEMPLATES = ("llama-3",)
+
+
+def _llama3(messages: Sequence[Message]) -> str:
+    turns = "".join(_LLAMA3_TURN.format(role=role, content=content) for role, content in messages)
+    return "<|begin_of_text|>" + turns + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
 
 NAMED_TEMPLATES = (*REFERENCE_FORMATS, *ALIASES, *CHAT_TEMPLATES)
 
@@ -157,17 +197,19 @@ def render_named(template: str, message: str) -> str:
     if name in REFERENCE_FORMATS:
         return REFERENCE_FORMATS[name].render(message)
     if name in CHAT_TEMPLATES:
-        return CHAT_TEMPLATES[name].replace("{message}", message, 1)
+        return _llama3((("user", message),))
     raise ValueError("the model's own template is rendered by its tokenizer, not by name")
 
 
-def prompt_format(template: str, model_render: Callable[[str], str] | None = None) -> PromptFormat:
+def prompt_format(
+    template: str, model_render: Callable[[Sequence[Message]], str] | None = None
+) -> PromptFormat:
     """The format for a ``chat_template`` option; ``model_render`` renders the model's own template."""
     name = check_template_name(template)
     if name in REFERENCE_FORMATS:
         return REFERENCE_FORMATS[name]
     if name in CHAT_TEMPLATES:
-        return ChatFormat(name, lambda message: render_named(name, message))
+        return ChatFormat(name, _llama3)
     if model_render is None:
         raise ValueError("the model's own chat template needs its tokenizer to render it")
     return ChatFormat(MODEL_TEMPLATE, model_render)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from tasks.conversation import History
 from tasks.engine import REQUEST_FAILURES, ChatRequest, Completion, Generator, Sampling, failure_cause
 from tasks.prompts import render, version
 from tasks.traces.validate import validate_trace
@@ -39,6 +40,8 @@ class PairLike(Protocol):
     def input(self) -> str: ...
     @property
     def output(self) -> str: ...
+    @property
+    def history(self) -> History: ...
 
 
 class QuestionLike(Protocol):
@@ -160,9 +163,10 @@ def _generate(teacher: Generator, prompts: Sequence[ChatRequest], sampling: Samp
     return out
 
 
-def _form_version(name: str, form: ReplyForm | None) -> str:
-    """The prompt version, marked ``+json`` when the reply was constrained to the JSON form."""
-    return version(name) + ("+json" if form is not None else "")
+def _form_version(name: str, form: ReplyForm | None, history: History = ()) -> str:
+    """The prompt version, marked ``+history`` when the prompt showed a conversation before the pair
+    (the text without one is unchanged) and ``+json`` when the reply was constrained to the JSON form."""
+    return version(name) + ("+history" if history else "") + ("+json" if form is not None else "")
 
 
 def reflect_instructions(
@@ -179,7 +183,7 @@ def reflect_instructions(
         ChatRequest.user(
             render(
                 "reflect_instruction", instruction=p.instruction, input=p.input, output=p.output,
-                structured=form is not None,
+                history=p.history, structured=form is not None,
             ),
             form=form,
         )
@@ -191,8 +195,8 @@ def reflect_instructions(
         status = _engine_status(c) or parsed.status
         stats.add(status, c)
         rows.append(
-            _row(p, "instruction", _form_version("reflect_instruction", form), teacher, sampling, c, status,
-                 new_instruction=parsed.new_instruction, new_answer=parsed.new_answer)
+            _row(p, "instruction", _form_version("reflect_instruction", form, p.history), teacher, sampling,
+                 c, status, new_instruction=parsed.new_instruction, new_answer=parsed.new_answer)
         )  # fmt: skip
     return rows, stats
 
@@ -211,7 +215,12 @@ def reflect_responses(
     prompts = [
         ChatRequest.user(
             render(
-                name, instruction=p.instruction, input=p.input, output=p.output, structured=form is not None
+                name,
+                instruction=p.instruction,
+                input=p.input,
+                output=p.output,
+                history=p.history,
+                structured=form is not None,
             ),
             form=form,
         )
@@ -226,7 +235,7 @@ def reflect_responses(
             _row(
                 p,
                 f"response_{which}",
-                _form_version(name, form),
+                _form_version(name, form, p.history),
                 teacher,
                 sampling,
                 c,

@@ -145,3 +145,34 @@ def test_target_truncated_to_nothing_is_nan_with_reason(tiny_model_path):
         eng.close()
     assert math.isnan(s.ifd.ppl) and math.isnan(s.rifd.ppl)
     assert TRUNCATED_AWAY in (s.score_error or "")
+
+
+def test_a_conversations_last_answer_is_scored_after_its_history(engine, reference_model):
+    """IFD of the last answer: the loss after the system prompt, the earlier turns and the question
+    (the model's chat template over every message), over the loss of the answer alone."""
+    tok, model = reference_model
+    last = ("Another one?", "A pear is another fruit.")
+    histories = [
+        (("system", "Answer briefly."), ("user", "Name a fruit."), ("assistant", "An apple.")),
+        (("user", "Name a red fruit."), ("assistant", "A cherry.")),
+    ]
+    pairs = [PairText(*last, history=h) for h in histories]
+    with_history = score_pairs(pairs, engine)
+    [alone] = score_pairs([PairText(*last)], engine)
+    for pair, s in zip(pairs, with_history, strict=True):
+        assert s.score_error is None
+        prefix = engine.tokenizer.chat_prefix((*pair.history, ("user", pair.instruction)))
+        assert prefix.index("Name a") < prefix.index("Another one?")  # the history is in the context
+        assert s.loss_cond == pytest.approx(reference_loss(tok, model, prefix, pair.response), abs=1e-5)
+        reversed_question = (
+            "Below is the response to an instruction, please guess the corresponding instruction for the "
+            f"given response.\n{pair.response}\nGenerate the instruction for the above response."
+        )
+        reversed_prefix = engine.tokenizer.chat_prefix((*pair.history, ("user", reversed_question)))
+        assert s.rloss_cond == pytest.approx(
+            reference_loss(tok, model, reversed_prefix, pair.instruction), abs=1e-5
+        )
+    # What is scored alone does not see the history; what is scored after it does.
+    assert with_history[0].loss_direct == with_history[1].loss_direct == alone.loss_direct
+    assert with_history[0].rloss_direct == with_history[1].rloss_direct == alone.rloss_direct
+    assert len({with_history[0].loss_cond, with_history[1].loss_cond, alone.loss_cond}) == 3

@@ -111,11 +111,12 @@ def run_here(args: list[str], cwd: Path | None = None) -> Result:
 def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> CleanRun:
     """One uninterrupted run: the tables every interrupted run must end up equal to."""
     tmp = tmp_path_factory.mktemp("recycle")
-    inp = write_input(tmp / "in.jsonl")
-    with inp.open("a") as f:  # and a conversation of two exchanges: kept in seeds, set aside by the flow
-        turns = [("user", "Name a fruit."), ("assistant", "Apple."), ("user", "Another?"),
-                 ("assistant", "Pear.")]  # fmt: skip
-        f.write(json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]}) + "\n")
+    inp = write_input(tmp / "in.jsonl", n=4)
+    with inp.open("a") as f:  # and two conversations that end alike after different histories
+        for first in ("Name a fruit.", "Name a red fruit."):
+            turns = [("system", "Answer briefly."), ("user", first), ("assistant", "Apple."),
+                     ("user", "Another?"), ("assistant", "Pear.")]  # fmt: skip
+            f.write(json.dumps({"messages": [{"role": r, "content": c} for r, c in turns]}) + "\n")
     store = tmp / "factory"
     out = run_here(recycle_args(inp, store, tiny_model_path, "clean"))
     assert "recycle run" in out.stdout
@@ -124,17 +125,31 @@ def clean(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Cl
 
 def test_recycle_fills_tables(clean: CleanRun) -> None:
     st = Store(str(clean.store))
-    assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(7,)]  # the conversation too, whole
-    [(messages,)] = st.sql("SELECT messages FROM seeds WHERE instruction = 'Another?'").fetchall()
-    assert [m["content"] for m in messages] == ["Name a fruit.", "Apple.", "Another?", "Pear."]
+    assert st.sql("SELECT count(*) FROM seeds").fetchall() == [(6,)]
+    [(messages,), _] = st.sql(
+        "SELECT messages FROM seeds WHERE instruction = 'Another?' ORDER BY source_id"
+    ).fetchall()
+    assert [m["content"] for m in messages][-3:] == ["Apple.", "Another?", "Pear."] and len(messages) == 5
     assert st.sql("SELECT count(*) FROM reflections WHERE run_id = 'clean'").fetchall()[0][0] >= 12
     assert st.sql("SELECT count(DISTINCT source_id) FROM scores WHERE run_id = 'clean'").fetchall() == [(6,)]
     assert st.sql("SELECT DISTINCT scoring_version FROM scores").fetchall() == [("scoring/v2",)]
-    assert len(clean.selected) == 6
+    assert len(clean.selected) == 6  # every pair decided, the conversations too
     status, counts, versions, tokens = run_row(st, "clean", "status", "counts_json", "versions_json",
                                                "tokens_json")  # fmt: skip
     assert status == "completed" and json.loads(counts)["pairs"] == 6 and json.loads(counts)["shards"] == 6
-    assert json.loads(counts)["set_aside_conversations"] == 1 and "set aside conversations" in clean.stdout
+    assert json.loads(counts)["conversations"] == 2 and "conversations" in clean.stdout
+    # The same last exchange after two histories: the answer alone scores the same, the answer after
+    # its history does not; the teacher saw the history (its prompt version says so).
+    ori = st.sql(
+        "SELECT s.loss_direct, s.loss_cond FROM scores s JOIN seeds USING (source_id) "
+        "WHERE s.run_id = 'clean' AND s.variant = 'ori' AND seeds.instruction = 'Another?'"
+    ).fetchall()
+    assert len(ori) == 2 and ori[0][0] == pytest.approx(ori[1][0]) and ori[0][1] != pytest.approx(ori[1][1])
+    versions_seen = st.sql(
+        "SELECT DISTINCT r.prompt_version FROM reflections r JOIN seeds USING (source_id) "
+        "WHERE r.run_id = 'clean' AND seeds.instruction = 'Another?'"
+    ).fetchall()
+    assert versions_seen and all("+history" in v for (v,) in versions_seen)
     # What the flow held: the window (every shard here: 6 < 8), the most in flight, its peak memory;
     # and its tables compacted at its end.
     held = json.loads(counts)

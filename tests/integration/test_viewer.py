@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from storage.report.screenshot import CHROMIUM_ARGS, find_chromium
-from tests.view_store import LONG_INSTRUCTION, PAIRS, RUN, TRACES_RUN, build
+from tests.view_store import HISTORY, LONG_INSTRUCTION, PAIRS, RUN, TRACES_RUN, build
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +128,17 @@ def test_one_pair_has_every_stage_and_its_lineage(viewer: Viewer) -> None:
     assert pair["seed"]["input"] == PAIRS[2][1] and pair["lineage"]["teacher"] == "hf:teacher"
     html = viewer.get(f"/runs/{RUN}/pairs/{sid}").text
     assert 'class="ins"' in html and 'class="del"' in html  # the word diff
+    assert pair["history"] == [] and 'class="history"' not in html  # a single-turn pair has none
+
+
+def test_a_conversations_history_is_folded_above_its_last_exchange(viewer: Viewer) -> None:
+    sid = viewer.get(f"/api/runs/{RUN}/pairs", q="staying healthy").json()["rows"][0]["source_id"]
+    pair = viewer.get(f"/api/runs/{RUN}/pairs/{sid}").json()
+    assert [(m["role"], m["content"]) for m in pair["history"]] == list(HISTORY)
+    html = viewer.get(f"/runs/{RUN}/pairs/{sid}").text
+    folded = html[html.index('<details class="history">') : html.index("</details>")]
+    assert "3 earlier messages · 1 exchange" in folded and "I sleep five hours a night." in folded
+    assert html.index('class="history"') < html.index("Variants and scores")
 
 
 def test_the_judges_verdict_shows_beside_its_pair(viewer: Viewer) -> None:
@@ -234,6 +245,14 @@ def test_the_pages_in_a_real_browser(viewer: Viewer, tmp_path: Path) -> None:
         assert reflection.count() == 1 and not reflection.get_attribute("open")
         reflection.locator("summary").click()
         assert "12 + 30 = 42" in reflection.inner_text()
+        # A conversation's history: folded above the pair, opened by a click.
+        page.goto(f"{viewer.url}/runs/{RUN}/pairs")
+        page.locator("#rows tr[data-href]", has_text="staying healthy").click()
+        history = page.locator("details.history")
+        assert history.count() == 1 and not history.get_attribute("open")
+        assert not page.get_by_text("I sleep five hours a night.").is_visible()
+        history.locator("summary").click()
+        assert page.get_by_text("I sleep five hours a night.").is_visible()
         browser.close()
     assert errors == [] and outside == []
 

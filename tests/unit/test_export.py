@@ -129,7 +129,7 @@ def test_cli_options_override_the_config_file(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         build_curation(None, near_dup_threshold=1.5)
     with pytest.raises(ValidationError):
-        build_curation(None, format="sharegpt")
+        build_curation(None, format="csv")
 
 
 def test_card_states_the_statistics_and_keeps_other_configs() -> None:
@@ -241,3 +241,34 @@ def test_min_rating_keeps_pairs_the_judge_rated_high_enough_and_the_card_states_
     assert prepared.section.judge["mean_rating"] == "9.00" and prepared.section.judge["models"] == ["hf:j"]
     with pytest.raises(ValueError, match="min_rating 8 needs the judge's ratings"):
         prepare(params, pa.Table.from_pylist(rows), lineage)
+
+
+def test_sharegpt_writes_the_conversation_as_from_and_value_turns() -> None:
+    convo = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"),
+             ("assistant", "Goodbye.")]  # fmt: skip
+    t = pa.table({"instruction": ["Bye"], "output": ["See you."],
+                  "messages": [[{"role": r, "content": c} for r, c in convo]]})  # fmt: skip
+    [row] = to_format(t, "sharegpt").to_pylist()
+    assert [(m["from"], m["value"]) for m in row["conversations"]] == [
+        ("system", "Be brief."), ("human", "Hi"), ("gpt", "Hello."), ("human", "Bye"), ("gpt", "See you.")
+    ]  # fmt: skip
+    assert multi_turn_rows(to_format(t, "sharegpt")) == 1
+
+
+def test_conversations_that_end_alike_after_different_histories_are_not_duplicates() -> None:
+    from tasks.curate import CurationConfig, curate
+
+    def convo(first: str) -> list[dict[str, str]]:
+        turns = [("user", first), ("assistant", "Apple."), ("user", "Another?"), ("assistant", "Pear.")]
+        return [{"role": r, "content": c} for r, c in turns]
+
+    t = pa.table({
+        "instruction": ["Another?", "Another?", "Another?", "Name a fruit.", "Name a fruit."],
+        "input": [""] * 5,
+        "output": ["Pear.", "Plum.", "Pear.", "Apple.", "Kiwi."],
+        "messages": [convo("Name a fruit."), convo("Name a red fruit."), convo("Name a fruit."), None, None],
+    })  # fmt: skip
+    result = curate(t, CurationConfig(decontam={"enabled": False}, near_dedup={"enabled": False}))
+    # The third repeats the first conversation; the last repeats a single-turn prompt (as before).
+    assert result.table.column("output").to_pylist() == ["Pear.", "Plum.", "Apple."]
+    assert result.table.column_names == t.column_names  # the derived history text is not exported

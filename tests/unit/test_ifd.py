@@ -13,7 +13,12 @@ from tasks.scoring.ifd import Ratio, mean_loss
 from tasks.scoring.score import PairText, pair_requests, score_pairs
 from tasks.scoring.templates import ChatFormat, reverse_prompt
 
-BRACKETS = ChatFormat("brackets", lambda m: f"[{m}]")
+BRACKETS = ChatFormat("brackets", lambda ms: "".join(f"[{content}]" for _, content in ms))
+
+
+def tagged(messages: Sequence[tuple[str, str]]) -> str:
+    """A toy chat template: each message in its role's tags, then the assistant's opening tag."""
+    return "".join(f"<{role[0]}>{content}</{role[0]}>" for role, content in messages) + "<a>"
 
 
 def test_ratio_forms():
@@ -38,7 +43,7 @@ def test_reverse_prompt_is_the_design_text():
 
 
 def test_pair_requests_layout():
-    fmt = ChatFormat("t", lambda m: f"<u>{m}</u><a>")
+    fmt = ChatFormat("t", tagged)
     reqs = pair_requests(PairText("do x", "done"), fmt)
     assert reqs.cond_response == ScoreRequest("<u>do x</u><a>", "done")
     assert reqs.direct_response == ScoreRequest("", "done")
@@ -47,7 +52,7 @@ def test_pair_requests_layout():
 
 
 def test_chat_format_puts_the_input_after_a_blank_line_in_both_directions():
-    fmt = ChatFormat("t", lambda m: f"<u>{m}</u><a>")
+    fmt = ChatFormat("t", tagged)
     reqs = pair_requests(PairText("do x", "done", input="with y"), fmt)
     assert reqs.cond_response == ScoreRequest("<u>do x\n\nwith y</u><a>", "done")
     assert reqs.cond_instruction.target == reqs.direct_instruction.target == "do x\n\nwith y"

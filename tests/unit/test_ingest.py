@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.sources import load_pairs, load_questions, read_records
-from tasks.ingest.records import Pair, Reject, normalise, single_exchanges
+from tasks.ingest.records import Pair, Reject, normalise
 
 GOOD = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
 
@@ -119,8 +119,10 @@ def test_a_conversation_is_its_last_exchange_with_every_message_kept() -> None:
     assert (one.instruction, one.input, one.output) == ("And now?", "", "Done.")
     assert len(one.messages) == 5 and one.exchanges == 2
     assert one.id != other.id  # the same last exchange after different histories: two seeds
-    single, set_aside = single_exchanges([one, other, normalise(GOOD, 3)])  # type: ignore[list-item]
-    assert [p.output for p in single] == ["Blue."] and set_aside == 2
+    # The history is what comes before the last user message; a single-turn row has none.
+    assert one.history == (("system", "Be brief."), ("user", "Plan a trip."), ("assistant", "Noted."))
+    alone = normalise(GOOD, 3)
+    assert isinstance(alone, Pair) and alone.history == ()
 
 
 def test_user_message_joins_input_after_a_blank_line() -> None:
@@ -175,13 +177,13 @@ def test_questions_keep_order_drop_duplicates_and_name_bad_rows(tmp_path: Path) 
     assert [(r.line, r.reason) for r in got.rejects] == [(4, "missing_field:question"), (5, "invalid_json")]
 
 
-def test_the_score_command_leaves_a_conversation_of_several_exchanges_unscored_with_a_reason(
-    tmp_path: Path,
-) -> None:
+def test_the_score_command_scores_a_conversations_last_answer_after_its_history(tmp_path: Path) -> None:
     from storage.score_io import read_scoring_rows
 
     turns = [("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"), ("assistant", "Goodbye.")]
     convo = {"messages": [{"role": r, "content": c} for r, c in turns]}
     path = write_jsonl(tmp_path / "in.jsonl", [json.dumps(GOOD).encode(), json.dumps(convo).encode()])
     rows = read_scoring_rows(str(path))
-    assert [r.error for r in rows] == [None, "several_exchanges:not_scored_yet"]
+    assert [r.error for r in rows] == [None, None]
+    assert rows[1].pair is not None and rows[1].pair.history == (("user", "Hi"), ("assistant", "Hello."))
+    assert (rows[1].pair.instruction, rows[1].pair.response) == ("Bye", "Goodbye.")

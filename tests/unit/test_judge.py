@@ -59,6 +59,11 @@ def test_the_decoding_is_the_references() -> None:
 def test_a_question_with_input_is_joined_as_the_reference_joined_self_instruct() -> None:
     assert question_text("Fix the grammar.", "me and him goes") == "Fix the grammar. Input: me and him goes"
     assert question_text("Say hi.") == "Say hi."
+    # A conversation's last question comes after its earlier messages, each named by its role.
+    history = (("system", "Be brief."), ("user", "Name a fruit."), ("assistant", "Apple."))
+    assert question_text("Another?", "", history) == (
+        "System: Be brief.\n\nUser: Name a fruit.\n\nAssistant: Apple.\n\nUser: Another?"
+    )
 
 
 @pytest.mark.parametrize(

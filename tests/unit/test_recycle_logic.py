@@ -44,6 +44,18 @@ def test_candidates_build_the_four_variants_where_they_exist():
     ]
 
 
+def test_every_variant_of_a_conversation_keeps_its_history_and_replaces_the_last_exchange():
+    history = (("system", "Be brief."), ("user", "Name a fruit."), ("assistant", "Apple."))
+    seeds = [SimplePair("c", "Another?", "", "Pear.", history)]
+    ins = [reflection("c", "instruction", new_instruction="Another, and why?", new_answer="Pear: sweet.")]
+    resp = [reflection("c", "response_original", better_answer="Pear."),
+            reflection("c", "response_reflected", better_answer="Pear, as it is sweet.")]  # fmt: skip
+    got = candidates(seeds, ins, resp)
+    assert [c.variant for c in got] == ["ori", "Q", "A", "QA"]
+    assert all(c.text.history == history for c in got)
+    assert got[1].text.instruction == "Another, and why?"
+
+
 def test_selected_row_names_the_variant_whose_data_it_shows():
     rows = selection_rows(
         [score("a", "ori", 0.5, 0.5), score("a", "A", 0.4, 0.3), score("b", "ori", 0.5, 0.5)],

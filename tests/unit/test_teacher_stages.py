@@ -16,6 +16,7 @@ class P:
     instruction: str
     input: str
     output: str
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,29 @@ def test_a_budget_too_small_for_the_form_sends_free_text_and_says_so_in_the_vers
     assert request.form is None and "one JSON object" not in request.messages[-1]["content"]
     assert rows[0].prompt_version == "reflect_instruction/v2" and rows[0].parse_status == "truncated"
     assert stats.failed["truncated"] == 1
+
+
+def test_a_conversations_last_exchange_is_reflected_with_its_history_shown_before_it():
+    history = (("system", "Be brief."), ("user", "Name a fruit."), ("assistant", "Apple."))
+    pairs = [P("a", "Another?", "", "Pear.", history), P("b", "Another?", "", "Pear.")]
+    ok = json.dumps({"critique": "fine", "new_instruction": "Another fruit?", "new_answer": "Pear, green."})
+    teacher = Scripted([(ok, "stop"), (ok, "stop")])
+    rows, _ = reflect_instructions(pairs, teacher, Sampling(max_tokens=256, temperature=0.0))
+    with_history, alone = (r.messages[-1]["content"] for r in teacher.calls[0])
+    assert "last exchange of a conversation" in with_history and "last exchange" not in alone
+    # The earlier messages, in order, before the pair; the pair after them, unchanged.
+    at = [with_history.index(t) for t in ("[System]\nBe brief.", "[User]\nName a fruit.",
+                                          "[Assistant]\nApple.", "[Instruction]\nAnother?")]  # fmt: skip
+    assert at == sorted(at)
+    assert alone == alone.replace("[User]", "")  # nothing of a conversation in a single-turn prompt
+    assert [r.prompt_version for r in rows] == [
+        "reflect_instruction/v2+history+json",
+        "reflect_instruction/v2+json",
+    ]
+    teacher = Scripted([("[Better Answer] Pear, or a plum. [End]", "stop")] * 2)
+    rows, _ = reflect_responses(pairs, teacher, Sampling(max_tokens=64), which="original", constrained=False)
+    assert "[Assistant]\nApple." in teacher.calls[0][0].messages[-1]["content"]
+    assert (
+        rows[0].prompt_version == "reflect_response/v2+history"
+        and rows[0].better_answer == "Pear, or a plum."
+    )
