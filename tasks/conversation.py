@@ -40,6 +40,20 @@ def exchanges(history: Sequence[Message]) -> list[tuple[str, str]]:
     return out
 
 
+def answered_turns(messages: Sequence[Message]) -> list[tuple[History, str, str]]:
+    """Every assistant turn with what comes before it: (history, the user message it answers, the
+    answer), in order; the last is the conversation's own last exchange. A turn that answers no user
+    message is a ValueError (ingest rejects such rows)."""
+    out: list[tuple[History, str, str]] = []
+    for i, (role, answer) in enumerate(messages):
+        if role != "assistant":
+            continue
+        if i == 0 or messages[i - 1][0] != "user":
+            raise ValueError(f"message {i} answers no user message")
+        out.append((tuple(messages[: i - 1]), messages[i - 1][1], answer))
+    return out
+
+
 def as_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
     """Messages as chat APIs and chat templates take them."""
     return [{"role": role, "content": content} for role, content in messages]

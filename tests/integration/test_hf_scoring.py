@@ -176,3 +176,33 @@ def test_a_conversations_last_answer_is_scored_after_its_history(engine, referen
     assert with_history[0].loss_direct == with_history[1].loss_direct == alone.loss_direct
     assert with_history[0].rloss_direct == with_history[1].rloss_direct == alone.rloss_direct
     assert len({with_history[0].loss_cond, with_history[1].loss_cond, alone.loss_cond}) == 3
+
+
+def test_the_score_command_scores_every_assistant_turn_with_turns_each(tiny_model_path, engine, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    turns = [("system", "Be kind."), ("user", "Hi there."), ("assistant", "Hello, how can I help?"),
+             ("user", "Name a fruit."), ("assistant", "An apple."), ("user", "Another?"),
+             ("assistant", "A pear.")]  # fmt: skip
+    rows = [
+        {"messages": [{"role": r, "content": c} for r, c in turns]},
+        {"instruction": "Give three tips for staying healthy.", "output": "Eat well, sleep, move."},
+    ]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.parquet"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = ["score", "-i", str(src), "-o", str(out), "--student", f"hf:{tiny_model_path}", "--turns", "each"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    convo, single = pq.read_table(out).to_pylist()
+    assert [t["turn"] for t in convo["turn_scores"]] == [1, 2, 3] and len(single["turn_scores"]) == 1
+    # The last turn is the row's own exchange; each earlier one is scored after the messages before it.
+    assert convo["turn_scores"][-1]["loss_cond"] == pytest.approx(convo["loss_cond"])
+    [second] = score_pairs([PairText("Name a fruit.", "An apple.", history=tuple(turns[:3]))], engine)
+    assert convo["turn_scores"][1]["loss_cond"] == pytest.approx(second.loss_cond, abs=1e-5)
+    assert convo["turn_scores"][1]["ifd_ppl"] == pytest.approx(second.ifd.ppl, abs=1e-5)
+    assert single["turn_scores"][0]["ifd_ppl"] == pytest.approx(single["ifd_ppl"])

@@ -187,3 +187,12 @@ def test_the_score_command_scores_a_conversations_last_answer_after_its_history(
     assert [r.error for r in rows] == [None, None]
     assert rows[1].pair is not None and rows[1].pair.history == (("user", "Hi"), ("assistant", "Hello."))
     assert (rows[1].pair.instruction, rows[1].pair.response) == ("Bye", "Goodbye.")
+
+
+def test_every_answered_turn_comes_with_the_messages_before_it() -> None:
+    from tasks.conversation import answered_turns
+
+    convo = (("system", "s"), ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
+    assert answered_turns(convo) == [((("system", "s"),), "q1", "a1"), (convo[:3], "q2", "a2")]
+    with pytest.raises(ValueError, match="message 0 answers no user message"):
+        answered_turns((("assistant", "a"),))
