@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from storage.browse import Browser
+from storage.hub_export import read_from_store
 from storage.store import Store
+from tasks.curate import to_format
 from tests.cli import Result, reflectory
 from tests.cluster import processes
 from tests.prefect_home import seeded
@@ -150,6 +152,12 @@ def test_recycle_fills_tables(clean: CleanRun) -> None:
         "WHERE r.run_id = 'clean' AND seeds.instruction = 'Another?'"
     ).fetchall()
     assert versions_seen and all("+history" in v for (v,) in versions_seen)
+    # An export of the run's decisions writes each conversation whole: its history, then the row's
+    # exchange (the kept variant's, or the original's for a dropped pair).
+    rows, _ = read_from_store(st, "selected", run_id="clean")
+    chats = [r["messages"] for r in to_format(rows, "messages").to_pylist()]
+    assert sorted(len(c) for c in chats) == [2, 2, 2, 2, 5, 5]
+    assert {c[1]["content"] for c in chats if len(c) == 5} == {"Name a fruit.", "Name a red fruit."}
     # What the flow held: the window (every shard here: 6 < 8), the most in flight, its peak memory;
     # and its tables compacted at its end.
     held = json.loads(counts)
