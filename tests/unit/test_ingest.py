@@ -147,6 +147,17 @@ def test_saved_hf_dataset(tmp_path: Path) -> None:
 
     datasets.Dataset.from_list([GOOD]).save_to_disk(str(tmp_path / "ds"))
     assert [p.output for p in load_pairs(str(tmp_path / "ds")).pairs] == ["Blue."]
+    # Datasets holding conversations, ShareGPT's or messages, are read whole.
+    turns = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"),
+             ("assistant", "Goodbye.")]  # fmt: skip
+    sharegpt = {"system": "system", "user": "human", "assistant": "gpt"}
+    for name, row in (
+        ("sharegpt", {"conversations": [{"from": sharegpt[r], "value": c} for r, c in turns]}),
+        ("messages", {"messages": [{"role": r, "content": c} for r, c in turns]}),
+    ):
+        datasets.Dataset.from_list([row]).save_to_disk(str(tmp_path / name))
+        [pair] = load_pairs(str(tmp_path / name)).pairs
+        assert pair.messages == tuple(turns) and pair.history == tuple(turns[:3])
 
 
 @given(
