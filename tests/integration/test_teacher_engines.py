@@ -24,6 +24,7 @@ class P:
     instruction: str
     input: str
     output: str
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
