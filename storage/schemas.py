@@ -252,6 +252,30 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("rating_prompt_version", pa.string()),
         ]
     ),
+    # ``reflectory train`` and the evaluate flow's arms: one row per trained model.
+    "trainings": pa.schema(
+        [
+            ("run_id", pa.string()),  # the evaluate run it belongs to, or the training's own id
+            ("source_id", pa.string()),  # the arm (a, b) or "train"
+            ("base", pa.string()),
+            ("base_fingerprint", pa.string()),
+            ("dataset", pa.string()),  # a file or folder, or store/selected@vN for a run's selection
+            ("dataset_version", pa.int64()),  # the store version of a run's selection
+            ("examples", pa.int64()),
+            ("dropped", pa.int64()),  # examples the length cut left with no answer token
+            ("tokens", pa.int64()),
+            ("hyperparameters_json", pa.string()),
+            ("loss_curve_json", pa.string()),
+            ("loss_first", pa.float64()),
+            ("loss_last", pa.float64()),
+            ("seconds", pa.float64()),
+            ("device", pa.string()),
+            ("model_path", pa.string()),
+            ("training_key", pa.string()),  # what it was trained from (tasks.training.examples)
+            ("versions_json", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
 }
 
 # Tables written one shard at a time: each row names its shard (``run/stage/table/shard``), last.

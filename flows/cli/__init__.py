@@ -24,6 +24,7 @@ def _register() -> None:
     from flows.cli.run import run_app
     from flows.cli.runs import runs_command
     from flows.cli.score import score_command
+    from flows.cli.train import train_command
     from flows.cli.view import view_command
 
     app.command("score")(score_command)
@@ -31,6 +32,7 @@ def _register() -> None:
     app.command("report")(report_command)
     app.command("view")(view_command)
     app.command("compare")(compare_command)
+    app.command("train")(train_command)
     app.add_typer(run_app, name="run")
     app.command("runs")(runs_command)
     store.register(app)
