@@ -27,7 +27,7 @@ from tasks.cost import StageUsage
 from tasks.judge.protocol import PAIR_PROMPT, prompt_version
 from tasks.judge.shard_tasks import CompareItem, CompareJob, answer_task, compare_task
 from tasks.judge.test_sets import pair_answers
-from tasks.judge.verdict import Tally
+from tasks.judge.verdict import Tally, winning_score_interval
 from tasks.shards import ShardSummary
 
 UNNAMED = "answers"  # the test set of answer rows that name none and match no known test set
@@ -99,11 +99,12 @@ def tallies(store: Store, run_id: str, order: Sequence[str] = ()) -> dict[str, T
 
 
 class CompareRun(RunContext):
-    """A comparison's run: the models it generates with and its judge are its roles."""
+    """A comparison's run: the models it generates with and its judge are its roles (``flow``: the
+    flow it is part of; the evaluate flow compares the models it trained)."""
 
-    def __init__(self, params: CompareParams) -> None:
+    def __init__(self, params: CompareParams, flow: str = "compare", config: Any = None) -> None:
         named = {"model A": params.model_a, "model B": params.model_b, "judge": params.judge.model}
-        super().__init__("compare", params, {k: v for k, v in named.items() if v is not None})
+        super().__init__(flow, params, {k: v for k, v in named.items() if v is not None}, config=config)
 
     def usage(self, summaries: Sequence[ShardSummary]) -> list[StageUsage]:
         """Each stage's usage; the answer stage split by side (its rows say which model wrote what),
@@ -135,7 +136,8 @@ def compare_flow(params: CompareParams) -> dict[str, Any]:
         return _compare(run, params)
 
 
-def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
+def _compare(run: CompareRun, params: CompareParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Answer, judge, tally and end the run; ``extra`` joins the summary (the evaluate flow's arms)."""
     logger = get_run_logger()
     run_id, store = run.run_id, run.store
     items = compare_items(params)
@@ -162,6 +164,8 @@ def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
     summaries = run.run_shards(jobs, stages, _chain)
     per_set = tallies(store, run_id, params.test_sets)
     total = sum(per_set.values(), Tally())
+    outcomes = store.sql("SELECT outcome FROM comparisons WHERE run_id = ?", params=[run_id]).fetchall()
+    interval = winning_score_interval([o for (o,) in outcomes])
     versions = store.sql(
         "SELECT DISTINCT judge_prompt_version FROM comparisons WHERE run_id = ? AND outcome != 'failed' "
         "ORDER BY 1",
@@ -181,7 +185,9 @@ def _compare(run: CompareRun, params: CompareParams) -> dict[str, Any]:
         "resumed_shards": sum(1 for s in judged if s.resumed),
         "test_sets": {n: t.as_dict() for n, t in per_set.items()},
         "total": total.as_dict(),
+        "winning_score_ci": list(interval) if interval else None,  # 95% bootstrap over items
         "occupancy": run.occupancy,
+        **(extra or {}),
     }
     usage = run.usage(summaries)
     cost = run.cost_of(usage, kept=0)

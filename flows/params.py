@@ -6,13 +6,14 @@ shared with the engine pools; the field descriptions are what the Prefect UI sho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.hub_export import ExportParams
 from tasks.engine import ModelRole, Sampling
 from tasks.teacher.forms import ReplyForm, form_note, instruction_form, response_form, trace_form
+from tasks.training.settings import TrainSettings
 
 DEFAULT_MODEL = "vllm:smollm2"
 # Letters, digits and . _ : - (a run id names its shards in the store: storage.store.SAFE_ID).
@@ -207,3 +208,91 @@ class CompareParams(BaseModel):
                 f"max_tokens {self.judge.sampling.max_tokens} is too small for the judge's form: free text"
             ]
         return []
+
+
+class EvaluateParams(BaseModel):
+    """The papers' experiment: train a base on each of two datasets, then judge the two students."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(DEFAULT_MODEL, description="The model both arms fine-tune: hf:PATH_OR_ID.")
+    source_run: str | None = Field(
+        None,
+        description="A recycle run: arm A is its kept variants, arm B the original pairs of the same seeds.",
+    )
+    train_a: str | None = Field(
+        None, description="Arm A's dataset: a file or folder of pairs or conversations."
+    )
+    train_b: str | None = Field(None, description="Arm B's dataset.")
+    training: TrainSettings = Field(default_factory=TrainSettings, description="How both arms train.")
+    decontaminate: bool = Field(True, description="Remove training rows that overlap the test sets.")
+    seed: int = Field(0, description="Seed of the sampling to equal size and of the training.")
+    judge: JudgeParams = Field(default_factory=JudgeParams, description="The judge.")
+    answer_sampling: Sampling = Field(
+        default_factory=Sampling, description="How the trained models sample their answers to the test sets."
+    )
+    student_engine: Literal["hf", "vllm"] = Field(
+        "hf", description="The engine the trained students answer on."
+    )
+    student_options: dict[str, Any] = Field(
+        default_factory=dict, description="Engine options of both students."
+    )
+    student_cpus: float = Field(
+        0.5,
+        ge=0,
+        description="Ray CPUs each student's replica reserves: two students and a judge fit 2 cores.",
+    )
+    student_gpus: float | None = Field(None, ge=0, description="GPUs each student's replica reserves.")
+    test_sets: list[str] = Field(
+        default_factory=lambda: ["vicuna", "koala", "wizardlm", "sinstruct", "lima"],
+        description="The test sets the students answer.",
+    )
+    test_sets_dir: str | None = Field(
+        None, description="Folder of the test set files. Default: data/benchmarks."
+    )
+    limit: int | None = Field(None, ge=1, description="Only the first N questions of each test set.")
+    models_dir: str | None = Field(
+        None, description="Where the trained models go. Default: models/RUN_ID in a local store."
+    )
+    store: str = Field("./factory", description="Where results go: a local folder or s3://bucket/prefix.")
+    run_id: str | None = Field(None, pattern=RUN_ID_PATTERN, description="Name the run to resume it.")
+    shard_size: int = Field(64, ge=1, description="Questions per shard of the answer and judge stages.")
+    ray_address: str | None = Field(None, description="As for the factory flows.")
+    offline: bool = Field(False, description="Never contact the Hugging Face Hub.")
+    fresh_replies: bool = Field(False, description="Ask the judge again instead of reusing stored replies.")
+
+    @model_validator(mode="after")
+    def _one_pair_of_arms(self) -> EvaluateParams:
+        files = (self.train_a is not None, self.train_b is not None)
+        if self.source_run is None and files != (True, True):
+            raise ValueError("give the arms: --run RUN_ID, or --train-a FILE and --train-b FILE")
+        if self.source_run is not None and any(files):
+            raise ValueError("give --run or --train-a/--train-b, not both")
+        return self
+
+    def student(self, folder: str) -> ModelRole:
+        """A trained student as a model role: its folder on the students' engine."""
+        return ModelRole(
+            spec=f"{self.student_engine}:{folder}",
+            options=self.student_options,
+            num_cpus=self.student_cpus,
+            num_gpus=self.student_gpus,
+        )
+
+    def compare_params(self, run_id: str, model_a: str, model_b: str) -> CompareParams:
+        """The comparison of the two trained students (their folders), in this run."""
+        return CompareParams(
+            model_a=self.student(model_a),
+            model_b=self.student(model_b),
+            test_sets=self.test_sets,
+            test_sets_dir=self.test_sets_dir,
+            judge=self.judge,
+            answer_sampling=self.answer_sampling,
+            store=self.store,
+            run_id=run_id,
+            shard_size=self.shard_size,
+            limit=self.limit,
+            ray_address=self.ray_address,
+            offline=self.offline,
+            fresh_replies=self.fresh_replies,
+        )

@@ -128,9 +128,10 @@ class RunContext:
     are the stages' roles (``tasks.shards.Stage.role``): teacher, student, judge, model.
     """
 
-    def __init__(self, flow: str, params: Any, roles: Mapping[str, ModelRole]) -> None:
+    def __init__(self, flow: str, params: Any, roles: Mapping[str, ModelRole], *, config: Any = None) -> None:
         self.flow = flow
         self.params = params
+        self.config = config if config is not None else params  # what the runs row records
         self.roles = dict(roles)
         self.run_id: str = params.run_id or new_run_id(flow)
         self.store = Store(params.store, create=True)
@@ -346,6 +347,10 @@ class RunContext:
             "shards_json": json.dumps(shards),
         }
 
+    def reset_versions(self) -> None:
+        """Fingerprint the models again: a model the run made (a trained student) exists now."""
+        self._versions = None
+
     def versions(self) -> dict[str, Any]:
         """The packages, the scoring version and a fingerprint of every model (computed once)."""
         if self._versions is None:
@@ -364,7 +369,7 @@ class RunContext:
             "cause": cause,
             "started_at": self.started,
             "ended_at": datetime.now(UTC) if ended else None,
-            "config_json": self.params.model_dump_json(),
+            "config_json": self.config.model_dump_json(),
             "versions_json": json.dumps(self.versions(), default=str),
             "stage_seconds_json": json.dumps(self.seconds),
             "host": self._host,

@@ -19,6 +19,7 @@ def main() -> None:
 def _register() -> None:
     from flows.cli import export, serve, store
     from flows.cli.compare import compare_command
+    from flows.cli.evaluate import evaluate_command
     from flows.cli.reflect import reflect_command
     from flows.cli.report import report_command
     from flows.cli.run import run_app
@@ -33,6 +34,7 @@ def _register() -> None:
     app.command("view")(view_command)
     app.command("compare")(compare_command)
     app.command("train")(train_command)
+    run_app.command("evaluate")(evaluate_command)
     app.add_typer(run_app, name="run")
     app.command("runs")(runs_command)
     store.register(app)

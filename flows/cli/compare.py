@@ -178,7 +178,8 @@ def run_compare(params: Any) -> dict[str, Any]:
 
 
 def _json_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "judge", "judge_prompt_version", "a", "b", "items", "test_sets", "total", "plot")
+    keys = ("run_id", "judge", "judge_prompt_version", "a", "b", "items", "test_sets", "total",
+            "winning_score_ci", "plot")  # fmt: skip
     return {k: summary[k] for k in keys if k in summary}
 
 

@@ -79,3 +79,25 @@ class Tally:
             "n": self.judged + self.failed,
             "winning_score": self.winning_score,
         }
+
+
+def winning_score_interval(
+    outcomes: Iterable[str], *, draws: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the winning score over items: the judged items resampled
+    with replacement ``draws`` times (seeded), failed items left out as the score leaves them out;
+    None when no item was judged."""
+    import random
+
+    judged = [o for o in outcomes if o != "failed"]
+    if not judged:
+        return None
+    rng = random.Random(seed)
+    value = {"win": 1, "tie": 0, "loss": -1}
+    points = [value[o] for o in judged]
+    n = len(points)
+    scores = sorted(sum(rng.choices(points, k=n)) / n + 1 for _ in range(draws))
+    tail = (1 - level) / 2
+    low = scores[int(tail * (draws - 1))]
+    high = scores[round((1 - tail) * (draws - 1))]
+    return low, high

@@ -98,3 +98,15 @@ def test_a_runs_kept_variants_are_its_training_data_each_after_its_history(tmp_p
     assert [p.history for p in with_history] == [HISTORY]
     with pytest.raises(ValueError, match="kept no pairs"):
         read_training_data(store=store, run_id="no-such-run")
+
+
+def test_a_runs_arms_are_its_kept_variants_and_the_same_seeds_originals(tmp_path: Path) -> None:
+    from flows.evaluate import arm_data
+    from flows.params import EvaluateParams
+    from tests.view_store import RUN, build
+
+    store = build(tmp_path / "store")
+    reflected, originals = arm_data(EvaluateParams(source_run=RUN, store=str(tmp_path / "store")), store)
+    assert len(reflected.pairs) == len(originals.pairs) > 0
+    seeds = {r["instruction"]: r["output"] for r in store.table("seeds").to_pylist()}
+    assert all(seeds[p.instruction] == p.output for p in originals.pairs)  # the seeds as they were

@@ -52,3 +52,30 @@ def test_the_training_key_changes_with_the_base_the_examples_and_the_settings():
     assert key != training_key("hf:b", examples, TrainSettings().model_dump())
     assert key != training_key("hf:a", examples, TrainSettings(seed=1).model_dump())
     assert key != training_key("hf:a", examples * 2, TrainSettings().model_dump())
+
+
+def test_arms_lose_their_test_set_rows_then_meet_at_the_smaller_size():
+    from tasks.training.arms import decontaminated, equal_size
+
+    pairs = [make_pair(f"Question {i}.", "", f"Answer {i}.", i) for i in range(6)]
+    convo = make_pair("Go on.", "", "Done.", 7, (("user", "LEAKED test question"), ("assistant", "x"),
+                                                  ("user", "Go on."), ("assistant", "Done.")))  # fmt: skip
+    a = decontaminated("a", [*pairs[:3], convo], lambda text: "LEAKED" in text)  # the history counts too
+    b = decontaminated("b", pairs, lambda text: False)
+    assert (len(a.pairs), a.read, a.contaminated) == (3, 4, 1)
+    a2, b2 = equal_size(a, b, seed=0)
+    assert a2 == a and len(b2.pairs) == 3 and b2.sampled_out == 3
+    assert [p.source_line for p in b2.pairs] == sorted(p.source_line for p in b2.pairs)  # its own order
+    assert equal_size(a, b, seed=0)[1] == b2 and equal_size(a, b, seed=1)[1].pairs != b2.pairs
+
+
+def test_the_winning_score_interval_is_a_seeded_bootstrap_over_judged_items():
+    from tasks.judge.verdict import Tally, winning_score_interval
+
+    outcomes = ["win"] * 30 + ["tie"] * 10 + ["loss"] * 20 + ["failed"] * 5
+    low, high = winning_score_interval(outcomes)  # type: ignore[misc]
+    point = Tally.of(outcomes).winning_score
+    assert point is not None and low < point < high and low >= 0 and high <= 2
+    assert winning_score_interval(outcomes) == (low, high)  # seeded
+    assert winning_score_interval(["failed"]) is None
+    assert winning_score_interval(["win"]) == (2.0, 2.0)
