@@ -90,6 +90,16 @@ def compare_queries() -> dict[str, str]:
     }
 
 
+def evaluate_queries() -> dict[str, str]:
+    """An evaluate run: its comparison, and each arm's training (loss curve, before and after)."""
+    return {
+        **compare_queries(),
+        "training": """
+            SELECT source_id AS arm, examples, loss_first, loss_last, loss_curve_json FROM trainings
+            WHERE run_id = $run ORDER BY source_id""",
+    }
+
+
 def run_query() -> str:
     """The run's latest ``runs`` row (``storage.runs``)."""
     from storage.runs import LATEST_RUNS
@@ -118,7 +128,12 @@ def collect(store: Any, run_id: str, run_row: dict[str, Any] | None = None) -> d
         raise ReportError(f"run {run_id!r} is not in the runs table of {store.uri}{hint}")
     row = rows[0]
     flow = row["flow"]
-    queries = {"recycle": recycle_queries, "traces": traces_queries, "compare": compare_queries}[flow]()
+    queries = {
+        "recycle": recycle_queries,
+        "traces": traces_queries,
+        "compare": compare_queries,
+        "evaluate": evaluate_queries,
+    }[flow]()
     data: dict[str, Any] = {
         "run": _run_section(row),
         "stages": _stages(row),

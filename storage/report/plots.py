@@ -9,6 +9,7 @@ plot never shows a number the page does not.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -220,6 +221,7 @@ TITLES = {
     "funnel": "Valid, verified and kept traces",
     "judge": "The judge: reflected against original responses, and ratings of kept pairs",
     "comparison": "Wins, ties and losses per test set (the papers' pairwise evaluation)",
+    "training": "Training loss of each arm (mean answer loss over its examples before and after)",
 }
 
 
@@ -245,7 +247,28 @@ def comparison(data: dict[str, Any]) -> bytes:
     return verdicts(tallies, title if len(title) < 90 else title[:87] + "...")
 
 
+def training(data: dict[str, Any]) -> bytes:
+    """An evaluate run's arms: the training loss by step, and the loss over the arm's own examples
+    measured before training (step 0) and after (the last step)."""
+    fig, (ax,) = _figure()
+    arms = data.get("training") or []
+    if not arms:
+        _empty(ax, "trainings")
+        return _png(fig)
+    for arm, color in zip(arms, (WIN, LOSS, KEPT, TIE), strict=False):
+        curve = json.loads(arm["loss_curve_json"] or "[]")
+        label = f"arm {str(arm['arm']).upper()} ({arm['examples']} examples)"
+        ax.plot([p["step"] for p in curve], [p["loss"] for p in curve], color=color, label=label)
+        last = curve[-1]["step"] if curve else 1
+        ax.scatter([0, last], [arm["loss_first"], arm["loss_last"]], color=color, marker="o", zorder=3)
+    ax.set_xlabel("optimizer step (dots: mean loss over the arm's examples before and after)")
+    ax.set_ylabel("answer loss")
+    ax.legend(fontsize=8, frameon=False)
+    return _png(fig)
+
+
 PLOTS["compare"] = {"comparison": comparison}
+PLOTS["evaluate"] = {"comparison": comparison, "training": training}
 
 
 def judge(data: dict[str, Any]) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from storage.browse import Browser
+from storage.report.page import write_report
 from storage.store import Store
 from storage.test_sets import read_test_sets
 from tests.cli import reflectory
@@ -88,3 +89,6 @@ def test_evaluate_trains_both_arms_judges_both_orders_and_resumes(
     assert st.sql("SELECT count(*) FROM trainings WHERE run_id = 'ev'").fetchall() == [(2,)]
     assert json.loads(run_row(st, "ev", "config_json")[0])["train_a"] == str(a)
     assert any(r["run_id"] == "ev" and r["flow"] == "evaluate" for r in Browser(st).runs())
+    # The report page: the papers' stacked bars and each arm's loss curve.
+    page = write_report(st, "ev", tmp_path / "reports").read_text()
+    assert "Training loss of each arm" in page and "the papers' pairwise evaluation" in page
