@@ -65,3 +65,38 @@ if [ "$MODE" = gpu ]; then
     echo "streaming: skipped, vLLM is not installed here (bench/streaming.py needs it)"
   fi
 fi
+
+# Training speed through the product's own path (bench/train.py: infra.training, trl's SFTTrainer),
+# LoRA against full fine-tuning, where trl, peft and datasets import: datasets needs pyarrow, which
+# is too large to carry to a bare machine, so there this says so. GPU: the 1B llama, 512 pairs.
+if "$PY" -c "import trl, peft, datasets" 2>/dev/null; then
+  if [ "$MODE" = gpu ]; then
+    TRAIN_ARGS=(--model "$WORK/llama-1b" --pairs 512 --micro-batch 16 --max-length 1024)
+  else
+    TRAIN_ARGS=(--model "$WORK/llama-tiny" --pairs 16 --micro-batch 4 --max-length 128)
+  fi
+  "$PY" bench/train.py "${TRAIN_ARGS[@]}" --chat-template vicuna --json "$RESULTS/gpu-train.json"
+else
+  echo "training: skipped, trl, peft or datasets is not installed here (bench/train.py needs them)"
+fi
+
+# An evaluate run (reflectory run evaluate: two arms of 256 Alpaca pairs each, trained on the bundled
+# SmolLM2 or EVAL_BASE, both answering 8 questions of each test set, judged by the same model), where
+# the project's whole environment is installed (Prefect, Ray, the store); its wall time is printed.
+if [ "$MODE" = gpu ]; then
+  if "$PY" -c "import prefect, ray, deltalake, trl" 2>/dev/null; then
+    "$PY" - "$WORK" <<'PYEOF'
+import json, sys
+rows = json.load(open("data/alpaca_sample.json"))
+for name, part in (("a", rows[:256]), ("b", rows[256:512])):
+    open(f"{sys.argv[1]}/arm-{name}.jsonl", "w").write("".join(json.dumps(r) + "\n" for r in part))
+PYEOF
+    BASE="${EVAL_BASE:-hf:smollm2}"
+    start=$(date +%s)
+    "$PY" -m flows.cli run evaluate --base "$BASE" --train-a "$WORK/arm-a.jsonl" --train-b "$WORK/arm-b.jsonl" \
+      --judge "$BASE" --limit 8 --max-tokens 256 --store "$WORK/evaluate-store" --json > "$RESULTS/gpu-evaluate.json"
+    echo "evaluate: $(( $(date +%s) - start )) s for two arms of 256 pairs and 40 judged items ($RESULTS/gpu-evaluate.json)"
+  else
+    echo "evaluate: skipped, the project's environment (Prefect, Ray, deltalake, trl) is not installed here"
+  fi
+fi

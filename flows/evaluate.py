@@ -20,13 +20,11 @@ from flows.params import EvaluateParams
 from flows.training import record, train_once
 from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_benchmarks
-from storage.trainings import TrainingData, read_training_data
-from tasks.conversation import history_of
+from storage.trainings import TrainingData, pair_after, read_training_data
 from tasks.curate.config import DecontamConfig
 from tasks.curate.decontam import NgramIndex
-from tasks.ingest.records import Pair, make_pair
+from tasks.ingest.records import Pair
 from tasks.runs import new_run_id
-from tasks.scoring.templates import user_message
 from tasks.training.arms import Arm, decontaminated, equal_size
 
 ARMS = ("a", "b")
@@ -56,14 +54,11 @@ def _originals(store: Store, reflected: TrainingData, run_id: str) -> TrainingDa
         params=[ids],
     ).fetchall()
     by_id = {r[0]: r for r in rows}
-    pairs: list[Pair] = []
-    for line, source_id in enumerate(ids, 1):
-        if source_id not in by_id:
-            continue
-        _, instruction, input_, output, messages = by_id[source_id]
-        history = history_of([(m["role"], m["content"]) for m in messages or []])
-        exchange = (("user", user_message(instruction, input_ or "")), ("assistant", output))
-        pairs.append(make_pair(instruction, input_ or "", output, line, (*history, *exchange)))
+    pairs = [
+        pair_after(by_id[i][4], by_id[i][1], by_id[i][2] or "", by_id[i][3], line)
+        for line, i in enumerate(ids, 1)
+        if i in by_id
+    ]
     return TrainingData(pairs, f"{store.uri}/seeds#{run_id}", None)
 
 

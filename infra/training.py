@@ -37,7 +37,8 @@ class TrainedModel:
     loss_first: float  # mean answer loss over the examples before training
     loss_last: float  # and after
     loss_curve: list[dict[str, float]] = field(default_factory=list)  # step, epoch, loss while training
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run: both loss passes and the training
+    train_seconds: float = 0.0  # the optimizer steps alone
     device: str = "cpu"
     steps: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +98,9 @@ def train(
         gradient_accumulation_steps=settings.accumulation(len(examples), devices),
         learning_rate=settings.lr,
         lr_scheduler_type="cosine",
-        warmup_steps=settings.warmup_ratio,  # a float below 1: a share of the steps
+        # Warm-up steps, rounded down: a run of a few steps (a small arm) starts at its full rate
+        # instead of spending its first step at a learning rate of 0.
+        warmup_steps=int(settings.warmup_ratio * steps),
         logging_steps=max(1, steps // 50),
         save_strategy="no",
         report_to=[],
@@ -131,7 +134,9 @@ def train(
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs: stdout stays the caller's
         loss_first = float(trainer.evaluate()["eval_loss"])
+        steps_start = time.perf_counter()
         trainer.train()
+        train_seconds = time.perf_counter() - steps_start
         loss_last = float(trainer.evaluate()["eval_loss"])
     seconds = time.perf_counter() - start
     tuned: Any = trainer.model
@@ -154,6 +159,7 @@ def train(
             if "loss" in h
         ],
         seconds=seconds,
+        train_seconds=train_seconds,
         device=device_name(),
         steps=int(trainer.state.global_step),
         settings=settings.record(len(examples), devices),

@@ -64,12 +64,20 @@ def _run_selection(store: Any, run_id: str) -> TrainingData:
     kept = [r for r in rows.to_pylist() if r.get("kept")]
     if not kept:
         raise ValueError(f"run {run_id!r} kept no pairs in {lineage.store}: nothing to train on")
-    pairs = []
-    for line, r in enumerate(kept, 1):
-        history = history_of([(m["role"], m["content"]) for m in r.get("messages") or []])
-        exchange = (("user", user_message(r["instruction"], r["input"] or "")), ("assistant", r["output"]))
-        pairs.append(make_pair(r["instruction"], r["input"] or "", r["output"], line, (*history, *exchange)))
+    pairs = [
+        pair_after(r.get("messages"), r["instruction"], r["input"] or "", r["output"], line)
+        for line, r in enumerate(kept, 1)
+    ]
     return TrainingData(pairs, f"{lineage.store}/selected@v{lineage.version}#{run_id}", lineage.version)
+
+
+def pair_after(
+    stored: list[dict[str, str]] | None, instruction: str, input: str, output: str, line: int
+) -> Pair:
+    """A pair after the history of a stored conversation (``seeds.messages``; none for a single turn)."""
+    history = history_of([(m["role"], m["content"]) for m in stored or []])
+    exchange = (("user", user_message(instruction, input)), ("assistant", output))
+    return make_pair(instruction, input, output, line, (*history, *exchange))
 
 
 def training_row(

@@ -113,6 +113,7 @@ def run_evaluate(params: Any) -> dict[str, Any]:
     from flows.training import TrainingError, base_folder
     from infra.cluster import ClusterError
     from infra.pool import PoolError
+    from storage.hub_export import ExportError
     from storage.store import StoreError
     from tasks.engine import EngineError
 
@@ -126,7 +127,7 @@ def run_evaluate(params: Any) -> dict[str, Any]:
         return dict(evaluate_flow(params))
     except (
         TrainingError, EngineError, ClusterError, StoreError, PoolError, PrefectAPIError, FileNotFoundError,
-        ValueError,
+        ValueError, ExportError,
     ) as exc:  # fmt: skip
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc

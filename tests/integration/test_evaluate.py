@@ -92,3 +92,13 @@ def test_evaluate_trains_both_arms_judges_both_orders_and_resumes(
     # The report page: the papers' stacked bars and each arm's loss curve.
     page = write_report(st, "ev", tmp_path / "reports").read_text()
     assert "Training loss of each arm" in page and "the papers' pairwise evaluation" in page
+
+
+def test_a_source_run_that_is_not_in_the_store_is_one_line(tmp_path: Path, tiny_model_path: Path) -> None:
+    store = tmp_path / "store"
+    Store(str(store), create=True).append("seeds", [])
+    out = reflectory("run", "evaluate", "--base", f"hf:{tiny_model_path}", "--run", "no-such-run",
+                     "--judge", f"hf:{tiny_model_path}", "--store", str(store),
+                     "--run-id", "ev-missing")  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error:" in out.stderr and "selected" in out.stderr

@@ -38,6 +38,10 @@ def test_the_gpu_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "gpu-score.json").read_text())
     assert report["pairs"] == 24 and report["max_loss_diff_vs_reference"] <= 1e-4
     assert set(report["pairs_per_s"]) == {"reference", "reflectory"}
+    # Training speed through the product's training path, LoRA against full fine-tuning.
+    trained = json.loads((tmp_path / "out" / "gpu-train.json").read_text())
+    assert trained["lora"]["tokens_per_s"] > 0 and trained["full"]["tokens_per_s"] > 0
+    assert "result: LoRA trains at" in out.stdout
 
 
 def _stub_python3(bin_dir: Path) -> None:

