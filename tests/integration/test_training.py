@@ -110,3 +110,21 @@ def test_a_runs_arms_are_its_kept_variants_and_the_same_seeds_originals(tmp_path
     assert len(reflected.pairs) == len(originals.pairs) > 0
     seeds = {r["instruction"]: r["output"] for r in store.table("seeds").to_pylist()}
     assert all(seeds[p.instruction] == p.output for p in originals.pairs)  # the seeds as they were
+
+
+def test_the_trained_folder_loads_in_the_vllm_engine(tmp_path: Path, tiny_model_path: Path) -> None:
+    pytest.importorskip("vllm")
+    from infra.engines.vllm_engine import VLLMEngine, VLLMOptions
+    from tasks.engine import ChatRequest, Sampling
+
+    got = train(
+        tmp_path, tiny_model_path, write_data(tmp_path / "data.jsonl"), tmp_path / "tuned", "--epochs", "1"
+    )
+    engine = VLLMEngine(got["path"], VLLMOptions())
+    try:
+        [reply] = engine.generate(
+            [ChatRequest.user("Say the number 3.")], Sampling(max_tokens=4, temperature=0.0)
+        )
+    finally:
+        engine.close()
+    assert reply.error is None and reply.completion_tokens > 0
