@@ -133,10 +133,12 @@ class CompareRun(RunContext):
 def compare_flow(params: CompareParams) -> dict[str, Any]:
     """Judge A's answers against B's on the test sets; returns wins, ties, losses and the winning score."""
     with CompareRun(params) as run:
-        return _compare(run, params)
+        return judge_and_finish(run, params)
 
 
-def _compare(run: CompareRun, params: CompareParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def judge_and_finish(
+    run: CompareRun, params: CompareParams, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Answer, judge, tally and end the run; ``extra`` joins the summary (the evaluate flow's arms)."""
     logger = get_run_logger()
     run_id, store = run.run_id, run.store

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.compare import CompareRun, _compare
+from flows.compare import CompareRun, judge_and_finish
 from flows.params import EvaluateParams
 from flows.training import record, train_once
 from storage.store import Store
@@ -42,10 +42,10 @@ def arm_data(params: EvaluateParams, store: Store) -> tuple[TrainingData, Traini
     if params.source_run is None:
         return read_training_data(params.train_a), read_training_data(params.train_b)
     reflected = read_training_data(store=store, run_id=params.source_run)
-    return reflected, _originals(store, reflected, params.source_run)
+    return reflected, _originals(store, params.source_run)
 
 
-def _originals(store: Store, reflected: TrainingData, run_id: str) -> TrainingData:
+def _originals(store: Store, run_id: str) -> TrainingData:
     """The seeds of the pairs the run kept, as they were before recycling (same N, same ids)."""
     kept = store.sql("SELECT source_id FROM selected WHERE run_id = ? AND kept", params=[run_id]).fetchall()
     ids = [i for (i,) in kept]
@@ -134,4 +134,6 @@ def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
                 for arm, d in zip((a, b), data, strict=True)
             ]
         run.reset_versions()  # the trained models' fingerprints, now that they exist
-        return _compare(run, compare, extra={"arms": arms, "base": params.base, "equal_n": len(a.pairs)})
+        return judge_and_finish(
+            run, compare, extra={"arms": arms, "base": params.base, "equal_n": len(a.pairs)}
+        )
