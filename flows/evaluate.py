@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows.compare import CompareRun, judge_and_finish
 from flows.params import EvaluateParams
-from flows.training import record, train_once
+from flows.training import base_folder, prompt_template, record, train_once
 from storage.store import Store
 from storage.test_sets import default_test_sets_dir, read_benchmarks
 from storage.trainings import TrainingData, pair_after, read_training_data
@@ -25,6 +25,7 @@ from tasks.curate.config import DecontamConfig
 from tasks.curate.decontam import NgramIndex
 from tasks.ingest.records import Pair
 from tasks.runs import new_run_id
+from tasks.scoring.templates import MODEL_TEMPLATE
 from tasks.training.arms import Arm, decontaminated, equal_size
 
 ARMS = ("a", "b")
@@ -88,8 +89,9 @@ def train_arm(
     """One arm's student: trained now, or found trained by an earlier attempt of this run."""
     settings = params.training.model_copy(update={"seed": params.seed})
     model, fresh = train_once(
-        params.base, TrainingData(arm.pairs, data.dataset, data.version), settings, output
-    )
+        params.base, TrainingData(arm.pairs, data.dataset, data.version), settings, output,
+        note=get_run_logger().warning,
+    )  # fmt: skip
     record(store, model, run_id=run_id, arm=arm.name, base=params.base, data=data)
     return {
         "name": arm.name,
@@ -115,6 +117,16 @@ def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = params.run_id or new_run_id("evaluate")
     store = Store(params.store, create=True)
+    template, note = prompt_template(base_folder(params.base), params.training.chat_template)
+    if note:
+        logger.warning(note)
+    if template != MODEL_TEMPLATE:  # a named template (or a base without its own): answered as learned
+        params = params.model_copy(
+            update={
+                "training": params.training.model_copy(update={"chat_template": template}),
+                "student_options": {"chat_template": template, **params.student_options},
+            }
+        )
     folder = models_dir(params, run_id, store)
     compare = params.compare_params(run_id, str(folder / "a"), str(folder / "b"))
     with CompareRun(compare, flow="evaluate", config=params) as run:

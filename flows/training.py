@@ -6,6 +6,8 @@ Shared by ``reflectory train`` and the evaluate flow's arms.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from infra.models import resolve_model
 from infra.models.fingerprint import model_fingerprint
 from infra.training import TrainedModel, train, trained
 from storage.trainings import TrainingData, training_row
+from tasks.scoring.templates import MODEL_TEMPLATE
 from tasks.training.examples import train_examples, training_key
 from tasks.training.settings import TrainSettings
 from tasks.versions import package_versions
@@ -39,6 +42,19 @@ def base_folder(base: str) -> str:
     return resolve_model(spec.model)
 
 
+def prompt_template(folder: str, chat_template: str) -> tuple[str, str | None]:
+    """The template a base is trained (and its student answers) with, and a note when the base has no
+    chat template of its own (a base model): then the Alpaca reference template, the classic one for
+    instruction-tuning a base model."""
+    if chat_template != MODEL_TEMPLATE:
+        return chat_template, None
+    from transformers import AutoTokenizer
+
+    if getattr(AutoTokenizer.from_pretrained(folder, local_files_only=True), "chat_template", None):
+        return chat_template, None
+    return "alpaca", f"{folder} has no chat template: its prompts use the alpaca template (--chat-template)"
+
+
 def train_once(
     base: str,
     data: TrainingData,
@@ -46,10 +62,16 @@ def train_once(
     output: str | Path,
     *,
     limit: int | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> tuple[TrainedModel, bool]:
     """The model trained from ``base`` on ``data`` in ``output``, and whether it was trained now
-    (False: ``output`` already held this very training, which is reused)."""
+    (False: ``output`` already held this very training, which is reused). ``note`` hears what the
+    user should know (a base trained in a template it does not have)."""
     folder = base_folder(base)
+    template, said = prompt_template(folder, settings.chat_template)
+    if said:
+        (note or logging.getLogger("reflectory.train").warning)(said)
+        settings = settings.model_copy(update={"chat_template": template})
     try:
         fmt = TextTokenizer.load(folder, settings.chat_template, settings.max_length).prompt_format
     except Exception as exc:  # the tokenizer's own message names what is wrong

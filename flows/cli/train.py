@@ -77,7 +77,14 @@ def train_command(
                 f"[yellow]note:[/] {sum(dataset.rejects.values())} rows not used ({reasons or 'none'}), "
                 f"{dataset.duplicates} duplicates left out"
             )
-        model, fresh = train_once(base, dataset, settings, output, limit=limit)
+        model, fresh = train_once(
+            base,
+            dataset,
+            settings,
+            output,
+            limit=limit,
+            note=lambda line: console.print(f"[yellow]note:[/] {line}"),
+        )
     except (TrainingError, EngineError, ValidationError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {str(exc).splitlines()[0]}")
         raise typer.Exit(2) from exc

@@ -128,3 +128,16 @@ def test_the_trained_folder_loads_in_the_vllm_engine(tmp_path: Path, tiny_model_
     finally:
         engine.close()
     assert reply.error is None and reply.completion_tokens > 0
+
+
+def test_a_base_without_a_chat_template_trains_in_the_alpaca_template(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_path, base)
+    (base / "chat_template.jinja").unlink()  # a base model: no chat template of its own
+    got = train(tmp_path, base, write_data(tmp_path / "data.jsonl"), tmp_path / "tuned", "--epochs", "1")
+    assert "has no chat template: its prompts use the alpaca template" in got["stderr"]
+    assert got["settings"]["chat_template"] == "alpaca" and got["examples"] == 7
