@@ -50,6 +50,8 @@ MAX_BATCHES_PER_REPLICA = 256
 PLACEMENT_TIMEOUT_S = 60.0
 # Engine options the pool applies for the whole run instead of each replica for itself.
 RUN_OPTIONS = ("token_budget", "max_cost")
+# How long closing a pool waits for its rate limiter's name to be released.
+LIMITER_END_TIMEOUT_S = 10.0
 
 
 class PoolError(RuntimeError):
@@ -87,8 +89,9 @@ class EnginePool:
         self.placement_groups: list[Any] = []
         self.ready_timeout_s = ready_timeout_s
         self.placement_timeout_s = placement_timeout_s
-        self.budget = run_budget(role)
-        self.limiter, self._limiter_actor = start_limiter(role)  # the handle keeps the actor alive
+        paid = paid_options(role)
+        self.budget = run_budget(role, paid)
+        self.limiter, self._limiter_actor = start_limiter(role, paid)  # the handle keeps the actor alive
         engine_options = {k: v for k, v in role.options.items() if k not in RUN_OPTIONS}
         remote: Any = ray.remote(EngineReplica)
         self.actors = []
@@ -313,6 +316,23 @@ class EnginePool:
         for group in self.placement_groups:
             remove_placement_group(group)
         self.placement_groups = []
+        self._end_limiter()
+
+    def _end_limiter(self) -> None:
+        """End this run's rate limiter and wait until its name is free.
+
+        Dropping the handle would end it too, but later: a rerun in the same process then found the
+        dying actor by name (``get_if_exists``) and its replicas missed it a moment after.
+        """
+        import ray
+
+        if self.limiter is None or self._limiter_actor is None:
+            return
+        ray.kill(self._limiter_actor, no_restart=True)
+        self._limiter_actor = None
+        deadline = time.monotonic() + LIMITER_END_TIMEOUT_S
+        while _actor_exists(self.limiter) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     # -- dispatch --------------------------------------------------------------------------------
     def _acquire(self, size: int, wait: bool) -> int | None:
@@ -465,29 +485,34 @@ class EnginePool:
                 return
 
 
-def run_budget(role: ModelRole) -> Budget:
-    """The role's budget for this run (``token_budget``, ``max_cost`` at its prices), or none."""
+def paid_options(role: ModelRole) -> Any:
+    """An ``openai:`` role's checked options (budget, rate limits), or None for a local engine."""
     if not role.spec.startswith("openai:"):
-        return Budget()
+        return None
     from .engines import check_options
 
-    opts = check_options(role.spec, role.options)
-    return Budget(tokens=opts.token_budget, dollars=opts.max_cost, prices=role.prices)
+    return check_options(role.spec, role.options)
 
 
-def start_limiter(role: ModelRole) -> tuple[str | None, Any]:
+def run_budget(role: ModelRole, paid: Any) -> Budget:
+    """The role's budget for this run (``token_budget``, ``max_cost`` at its prices), or none."""
+    if paid is None:
+        return Budget()
+    return Budget(tokens=paid.token_budget, dollars=paid.max_cost, prices=role.prices)
+
+
+def start_limiter(role: ModelRole, paid: Any) -> tuple[str | None, Any]:
     """The rate limiter that an ``openai:`` role's replicas share (started here): name and handle."""
-    if not role.spec.startswith("openai:"):
+    if paid is None:
         return None, None
-    from .engines import check_options, parse_spec
+    from .engines import parse_spec
     from .engines.openai_engine import DEFAULT_BASE_URL
     from .limiter import limiter_name, start_ray_limiter
 
     parsed = parse_spec(role.spec)
     base_url = parsed.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     name = limiter_name(parsed.model, base_url)
-    opts = check_options(role.spec, role.options)
-    return name, start_ray_limiter(name, {"rpm": opts.rpm, "tpm": opts.tpm}, detached=role.persistent)
+    return name, start_ray_limiter(name, {"rpm": paid.rpm, "tpm": paid.tpm}, detached=role.persistent)
 
 
 def cpu_threads(replicas: int) -> int:

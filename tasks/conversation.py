@@ -9,9 +9,25 @@ no history, so everything it is given is what it was given before conversations 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 Message = tuple[str, str]  # (role, content)
 History = tuple[Message, ...]
+
+
+class PairLike(Protocol):
+    """A pair as the teacher, the scorer and the trainer see it: an exchange after its history."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def instruction(self) -> str: ...
+    @property
+    def input(self) -> str: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def history(self) -> History: ...
 
 
 def history_of(messages: Sequence[Message]) -> History:

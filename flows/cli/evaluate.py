@@ -9,6 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli.training_options import (
+    DEFAULTS,
+    BatchSize,
+    ChatTemplate,
+    Epochs,
+    Full,
+    LearningRate,
+    MaxLength,
+    MicroBatch,
+)
+
 console = Console()
 err = Console(stderr=True)
 
@@ -38,14 +49,16 @@ def evaluate_command(
     max_tokens: Annotated[
         int | None, typer.Option(help="tokens per answer of a student [default: 512]")
     ] = None,
-    full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
-    epochs: Annotated[float, typer.Option(help="passes over each arm")] = 3.0,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="default: 2e-5 full, 2e-4 LoRA")] = None,
-    batch_size: Annotated[int, typer.Option(help="effective batch")] = 128,
-    micro_batch: Annotated[int, typer.Option(help="examples per forward pass")] = 4,
-    max_length: Annotated[int, typer.Option(help="tokens per training example")] = 2048,
-    chat_template: Annotated[str, typer.Option(help="model, or vicuna|alpaca|wizardlm|llama-3")] = "model",
-    seed: Annotated[int, typer.Option(help="seed of the sampling to equal size and of the training")] = 0,
+    full: Full = DEFAULTS.full,
+    epochs: Epochs = DEFAULTS.epochs,
+    learning_rate: LearningRate = DEFAULTS.learning_rate,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    micro_batch: MicroBatch = DEFAULTS.micro_batch,
+    max_length: MaxLength = DEFAULTS.max_length,
+    chat_template: ChatTemplate = DEFAULTS.chat_template,
+    seed: Annotated[
+        int, typer.Option(help="seed of the sampling to equal size and of the training")
+    ] = DEFAULTS.seed,
     no_decontam: Annotated[
         bool, typer.Option("--no-decontam", help="keep rows overlapping the test sets")
     ] = False,

@@ -11,6 +11,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli.training_options import (
+    DEFAULTS,
+    BatchSize,
+    ChatTemplate,
+    Epochs,
+    Full,
+    LearningRate,
+    MaxLength,
+    MicroBatch,
+)
+
 console = Console(stderr=True)
 
 
@@ -31,17 +42,17 @@ def train_command(
     store: Annotated[
         str, typer.Option("--store", "-s", help="store that records the training (and holds --run)")
     ] = "./factory",
-    full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
-    epochs: Annotated[float, typer.Option(help="passes over the data")] = 3.0,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="default: 2e-5 full, 2e-4 LoRA")] = None,
-    batch_size: Annotated[int, typer.Option(help="effective batch (examples per optimizer step)")] = 128,
-    micro_batch: Annotated[int, typer.Option(help="examples per forward pass")] = 4,
-    max_length: Annotated[int, typer.Option(help="tokens per example; longer ones are cut")] = 2048,
-    seed: Annotated[int, typer.Option(help="seed of the order and the adapters' initialisation")] = 0,
-    chat_template: Annotated[
-        str, typer.Option(help="model (the base's own) or vicuna|alpaca|wizardlm|llama-3")
-    ] = "model",
-    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 16,
+    full: Full = DEFAULTS.full,
+    epochs: Epochs = DEFAULTS.epochs,
+    learning_rate: LearningRate = DEFAULTS.learning_rate,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    micro_batch: MicroBatch = DEFAULTS.micro_batch,
+    max_length: MaxLength = DEFAULTS.max_length,
+    seed: Annotated[
+        int, typer.Option(help="seed of the order and the adapters' initialisation")
+    ] = DEFAULTS.seed,
+    chat_template: ChatTemplate = DEFAULTS.chat_template,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = DEFAULTS.lora_r,
     no_merge: Annotated[
         bool, typer.Option("--no-merge", help="keep the LoRA adapter apart (the engines need it merged)")
     ] = False,

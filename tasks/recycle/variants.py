@@ -12,12 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.conversation import History
+from tasks.conversation import History, PairLike
 from tasks.engine import REQUEST_FAILURES, failure_cause
 from tasks.recycle.select import VARIANTS, Decision, VariantScore, select_variant
 from tasks.scoring.ifd import PairScore
 from tasks.scoring.score import PairText
-from tasks.teacher.stages import PairLike, ReflectionRow
+from tasks.teacher.stages import ReflectionRow
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from tasks.conversation import History
+from tasks.conversation import History, PairLike
 from tasks.engine import REQUEST_FAILURES, ChatRequest, Completion, Generator, Sampling, failure_cause
 from tasks.prompts import render, version
 from tasks.traces.validate import validate_trace
@@ -29,19 +29,6 @@ from .forms import (
     trace_from_json,
 )
 from .parse import OK, parse_instruction_reflection, parse_response_reflection
-
-
-class PairLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def instruction(self) -> str: ...
-    @property
-    def input(self) -> str: ...
-    @property
-    def output(self) -> str: ...
-    @property
-    def history(self) -> History: ...
 
 
 class QuestionLike(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tasks.training.examples import PairLike
+from tasks.conversation import PairLike
 
 P = TypeVar("P", bound=PairLike)
 

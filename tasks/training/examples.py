@@ -11,23 +11,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from tasks.conversation import History
+from tasks.conversation import PairLike
 from tasks.scoring.templates import PromptFormat
-
-
-class PairLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def instruction(self) -> str: ...
-    @property
-    def input(self) -> str: ...
-    @property
-    def output(self) -> str: ...
-    @property
-    def history(self) -> History: ...
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,21 @@ def test_an_http_teacher_reserves_no_cpu() -> None:
     assert ModelRole(spec="openai:gpt-4o-mini").cpus() == 0
     assert ModelRole(spec="openai:gpt-4o-mini", num_cpus=0.5).cpus() == 0.5
     assert ModelRole(spec="hf:smollm2").cpus() == 1
+
+
+def test_a_paid_roles_rate_limiter_ends_with_its_pool_so_a_rerun_in_this_process_gets_its_own(
+    ray_with_4_gpus: None,
+) -> None:
+    """A second run of an ``openai:`` role in one process (evaluate's resume, compare's rerun) once
+    found the first run's limiter still dying under its name, and its replicas missed it."""
+    from infra.pool import _actor_exists
+
+    paid = ModelRole(spec="openai:judge@http://127.0.0.1:9/v1", replicas=2)
+    for _ in range(2):
+        pool = EnginePool(paid)
+        try:
+            assert pool.limiter is not None and _actor_exists(pool.limiter)
+            assert len(pool.replicas_ready) == 2  # each replica reached the limiter by its name
+        finally:
+            pool.close()
+        assert not _actor_exists(pool.limiter)
