@@ -59,8 +59,16 @@ def test_two_replicas_of_two_gpus_each_are_placed_and_a_third_gets_a_clear_error
     finally:
         pool.close()
     # Closing the pool gives the GPUs back (Ray reports freed resources a moment later).
+    wait_until_all_free()
+
+
+def wait_until_all_free() -> None:
+    """Every CPU and GPU of the cluster free again: killed replicas and removed placement groups are
+    released a moment after (later on a loaded machine), and a test that counts free room needs them."""
+    import ray
+
     deadline = time.monotonic() + 60
-    while ray.available_resources().get("GPU", 0) != 4:
+    while ray.available_resources().get("GPU", 0) != 4 or ray.available_resources().get("CPU", 0) != 4:
         assert time.monotonic() < deadline, ray.available_resources()
         time.sleep(0.1)
 
@@ -77,6 +85,7 @@ def test_replicas_without_room_say_so_instead_of_waiting_forever(
 ) -> None:
     """No placement group here: an actor asking for more CPUs than are free waits in Ray's queue.
     Replicas load their model after they are placed, so the pool tells the two waits apart."""
+    wait_until_all_free()  # what an earlier test of this module released (one of 2 must fit)
     big = ModelRole(
         spec=f"hf:{tiny_model_path}",
         options={"device": "cpu", "threads": 3},
