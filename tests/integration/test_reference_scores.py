@@ -1,4 +1,9 @@
-"""``reflectory score`` with a named template reproduces the reference scorer on the real SmolLM2.
+"""``reflectory score`` with a named template reproduces the reference scorer with SmolLM2's tokenizer.
+
+The model is a tiny random Llama over SmolLM2's own tokenizer (``tests.smol_tokenizer_model``): the
+check is the texts, their tokens and the masks, which the weights do not change. The real SmolLM2
+against the reference, on the bundled Alpaca sample: ``python bench/score.py --methods
+reference,reflectory`` (it prints the largest loss difference).
 
 The reference method is recomputed here from its description, not from Reflectory's code: each
 text is tokenised with the tokenizer's defaults (``tokenizer.encode``), the model runs once on it
@@ -108,14 +113,19 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference() -> Reference:
-    from infra.models import resolve_model
+def smol_tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.smol_tokenizer_model import tiny_with_smollm2_tokenizer
 
-    return Reference(resolve_model("smollm2"))
+    return tiny_with_smollm2_tokenizer(tmp_path_factory.mktemp("smol-tokens"))
+
+
+@pytest.fixture(scope="module")
+def reference(smol_tokens: Path) -> Reference:
+    return Reference(str(smol_tokens))
 
 
 @pytest.mark.parametrize("template", ["vicuna", "alpaca", "wizardlm"])
-def test_named_templates_reproduce_the_reference_losses(template, reference, tmp_path):
+def test_named_templates_reproduce_the_reference_losses(template, reference, smol_tokens, tmp_path):
     rows = sample_pairs()
     src = tmp_path / "pairs.json"
     src.write_text(json.dumps(rows))
@@ -129,7 +139,7 @@ def test_named_templates_reproduce_the_reference_losses(template, reference, tmp
             "-o",
             str(out),
             "--student",
-            "hf:smollm2",
+            f"hf:{smol_tokens}",
             "-O",
             f"chat_template={template}",
         ],
@@ -145,7 +155,7 @@ def test_named_templates_reproduce_the_reference_losses(template, reference, tmp
         assert got == pytest.approx(want, abs=1e-4), (template, row["instruction"])
 
 
-def test_texts_longer_than_the_window_are_cut_as_the_reference_cuts_them(reference, tmp_path):
+def test_texts_longer_than_the_window_are_cut_as_the_reference_cuts_them(reference, smol_tokens, tmp_path):
     """The reference encodes with ``truncation=True, max_length=M``: a text keeps its first M tokens,
     the prompt is masked by its own untruncated length, so a long response loses its end and a
     prompt that fills the window leaves nothing to score (NaN; Reflectory says why, never 0)."""
@@ -159,7 +169,7 @@ def test_texts_longer_than_the_window_are_cut_as_the_reference_cuts_them(referen
     src = tmp_path / "long.json"
     src.write_text(json.dumps(rows))
     out = tmp_path / "scores.parquet"
-    args = ["score", "-i", str(src), "-o", str(out), "--student", "hf:smollm2",
+    args = ["score", "-i", str(src), "-o", str(out), "--student", f"hf:{smol_tokens}",
             "-O", "chat_template=wizardlm", "-O", f"max_length={window}"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
