@@ -50,7 +50,9 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def smol_run(prefect_api: str, tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> SimpleNamespace:
+def smol_run(
+    prefect_api: str, tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path
+) -> SimpleNamespace:
     """The recycle flow on vLLM, constrained, against a Prefect server. The tiny model: what is checked
     is the page against SQL over the store, which SmolLM2's 135M would only make slower (its whole
     run is the README's `make demo`)."""
