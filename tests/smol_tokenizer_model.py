@@ -14,7 +14,9 @@ from pathlib import Path
 
 from infra.models.tiny import PARAMS
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+)  # fmt: skip
 
 
 def tiny_with_smollm2_tokenizer(out: Path, seed: int = 0) -> Path:

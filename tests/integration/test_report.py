@@ -61,7 +61,8 @@ def smol_run(
     env = prefect_env(tmp / "home", prefect_api)
     run = _cli(
         ["run", "recycle", "-i", str(_pairs(tmp / "in.jsonl", 2)), "-s", str(store),
-         "--teacher", f"vllm:{tiny_model_path}", "--student", f"vllm:{tiny_model_path}", "--shard-size", "1", "--max-tokens", "96",
+         "--teacher", f"vllm:{tiny_model_path}", "--student", f"vllm:{tiny_model_path}",
+         "--shard-size", "1", "--max-tokens", "96",
          "--student-price", f"device_hour={STUDENT_DEVICE_HOUR}"],
         env,
     )  # fmt: skip
