@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from storage.report.page import write_report
 from storage.sql import connect as connect_sql
 from tasks.conversation import History
 from tasks.engine import REQUEST_FAILURES, failure_cause
-from tasks.shards import ShardJob, ShardSummary
+from tasks.shards import Item, ShardJob, ShardJobs, ShardSummary
 
 
 class FlowRun(RunContext):
@@ -47,34 +47,24 @@ class FlowRun(RunContext):
                 "no %s to work on in %s (%d rows rejected: see the rejects table)", items, source, rejects
             )
 
-    def jobs(
-        self, items: Sequence[tuple[str, str, str, str]], histories: Mapping[str, History] | None = None
-    ) -> list[ShardJob]:
-        """Cut the items into shards of ``shard_size``: the unit of work, retry and commit.
-        ``histories``: the conversation before each item that has one, by id."""
+    def jobs(self, items: Iterable[tuple[Item, History]], total: int) -> ShardJobs:
+        """The items cut into shards of ``shard_size`` (the unit of work, retry and commit), made as the
+        run admits them (``tasks.shards.ShardJobs``)."""
         p = self.params
         judge = getattr(p, "judge", None)  # recycle's optional judge stage
-        histories = histories or {}
-
-        def shard_histories(shard: Sequence[tuple[str, str, str, str]]) -> tuple[tuple[str, History], ...]:
-            return tuple((item[0], histories[item[0]]) for item in shard if item[0] in histories)
-
-        return [
-            ShardJob(
-                run_id=self.run_id,
-                shard=n,
-                pairs=tuple(items[start : start + p.shard_size]),
-                histories=shard_histories(items[start : start + p.shard_size]),
-                teacher=p.teacher,
-                student=p.student,
-                sampling=p.sampling,
-                constrained=p.constrained,
-                judge=judge.model if judge else None,
-                judge_sampling=judge.sampling if judge else None,
-                judge_constrained=judge.constrained if judge else True,
-            )
-            for n, start in enumerate(range(0, len(items), p.shard_size))
-        ]
+        template = ShardJob(
+            run_id=self.run_id,
+            shard=0,
+            pairs=(),
+            teacher=p.teacher,
+            student=p.student,
+            sampling=p.sampling,
+            constrained=p.constrained,
+            judge=judge.model if judge else None,
+            judge_sampling=judge.sampling if judge else None,
+            judge_constrained=judge.constrained if judge else True,
+        )
+        return ShardJobs(items, total, p.shard_size, template, source=p.input)
 
     def finish(
         self, summaries: Sequence[ShardSummary], ingest: Any, *, final: str, **extra: int

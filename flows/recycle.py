@@ -7,6 +7,7 @@ commit, and ends with the same tables as an uninterrupted run.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from prefect import flow
@@ -16,6 +17,7 @@ from flows.factory import FlowRun
 from flows.params import RecycleParams
 from flows.run_context import FactoryServices
 from storage.ingest import ingest_to_store
+from storage.sources import stream_pairs, unique
 from tasks.judge.shard_tasks import judge_task
 from tasks.recycle.shard_tasks import (
     reflect_instructions_task,
@@ -51,12 +53,13 @@ def recycle_flow(params: RecycleParams) -> dict[str, Any]:
     """Selective Reflection-Tuning over an input file; returns the run's summary."""
     with FlowRun("recycle", params) as run:
         with run.stage("ingest"):
-            loaded, counts = ingest_to_store(run.store, params.input, run.run_id)
-            pairs = loaded.pairs[: params.limit] if params.limit else loaded.pairs
-        run.announce("pairs", len(pairs), counts.rejects)
-        # A conversation's last exchange is recycled after its history (docs/recycle.md).
-        histories = {p.id: p.history for p in pairs if p.history}
-        jobs = run.jobs([(p.id, p.instruction, p.input, p.output) for p in pairs], histories)
+            counts = ingest_to_store(run.store, params.input, run.run_id)
+        n = min(counts.items, params.limit) if params.limit else counts.items
+        run.announce("pairs", n, counts.rejects)
+        # The shards read the input again as they are admitted; a conversation's last exchange is
+        # recycled after its history (docs/recycle.md).
+        pairs = islice(unique(stream_pairs(params.input)), n)
+        jobs = run.jobs((((p.id, p.instruction, p.input, p.output), p.history) for p in pairs), n)
         stages = (*STAGES, JUDGE_STAGE) if params.judge else STAGES
         summaries = run.run_shards(jobs, stages, _chain)
-        return run.finish(summaries, counts, final="select", pairs=len(pairs), conversations=len(histories))
+        return run.finish(summaries, counts, final="select", pairs=n, conversations=jobs.conversations)

@@ -58,7 +58,7 @@ from tasks.runs import (
     new_run_id,
 )
 from tasks.scoring.ifd import SCORING_VERSION
-from tasks.shards import STAGES, WRITERS, ShardSummary
+from tasks.shards import STAGES, WRITERS, Jobs, ShardSummary
 from tasks.versions import package_versions
 
 PACKAGES = (
@@ -257,7 +257,7 @@ class RunContext:
 
     def run_shards(
         self,
-        jobs: Sequence[Any],
+        jobs: Jobs,
         stages: Sequence[str],
         submit: Callable[[Any, FactoryServices], list[PrefectFuture[ShardSummary]]],
     ) -> list[ShardSummary]:
@@ -265,7 +265,7 @@ class RunContext:
         services = FactoryServices(
             self.store, self.run_id, fresh=bool(getattr(self.params, "fresh_replies", False))
         )
-        roles = [r for r in self.roles.values() if not r.batched()] if jobs else []
+        roles = [r for r in self.roles.values() if not r.batched()] if len(jobs) else []
         self.window = window_size(list(self.roles.values()), len(jobs))
         summaries, self.occupancy, self.stops = run_shard_chains(
             self.flow,
@@ -278,7 +278,7 @@ class RunContext:
             window=self.window,
             held=self.held,
         )
-        self.limits = pools_limits() if jobs else {}
+        self.limits = pools_limits() if len(jobs) else {}
         return summaries
 
     def compact(self, summaries: Sequence[ShardSummary]) -> dict[str, list[int]]:

@@ -7,7 +7,6 @@ import resource
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +21,7 @@ from infra.pool import pools_limits, pools_occupancy, start_pool
 from tasks.engine import ModelRole
 from tasks.limits import waiting_line
 from tasks.runs import RunStopped
-from tasks.shards import ShardSummary
+from tasks.shards import Jobs, ShardSummary
 
 
 @contextmanager
@@ -63,7 +62,7 @@ def window_size(roles: Sequence[ModelRole], jobs: int) -> int:
 def run_shard_chains(
     flow: str,
     ray_address: str | None,
-    jobs: Sequence[Any],
+    jobs: Jobs,
     stages: Sequence[str],
     submit: Callable[[Any], list[PrefectFuture[ShardSummary]]],
     seconds: dict[str, float],
@@ -90,7 +89,8 @@ def run_shard_chains(
     try:
         with stages_progress(stages, len(jobs), note=f"window {size}") as bars, watching_limits(bars.note):
             artifacts = StageProgress(flow, stages, len(jobs))
-            waiting = deque(jobs)
+            waiting = iter(jobs)  # made as they are admitted (``ShardJobs``): the flow holds the window
+            unadmitted = len(jobs)
             in_flight: dict[int, tuple[int, int]] = {}  # id(future) -> (chain, stage)
             chains: dict[int, list[PrefectFuture[ShardSummary]]] = {}
             left: dict[int, int] = {}  # futures of each chain not done yet
@@ -102,9 +102,13 @@ def run_shard_chains(
             finished: queue.SimpleQueue[PrefectFuture[ShardSummary]] = queue.SimpleQueue()
 
             def admit() -> None:
-                nonlocal admitted
-                while waiting and len(chains) < size and not failures:
-                    chain = submit(waiting.popleft())
+                nonlocal admitted, unadmitted
+                while unadmitted and len(chains) < size and not failures:
+                    job = next(waiting, None)
+                    if job is None:
+                        break
+                    unadmitted -= 1
+                    chain = submit(job)
                     chains[admitted], left[admitted] = chain, len(chain)
                     for i, future in enumerate(chain):
                         in_flight[id(future)] = (admitted, i)
@@ -113,7 +117,7 @@ def run_shard_chains(
                 held["in_flight_max"] = max(held["in_flight_max"], len(chains))
                 held["peak_rss_mb"] = peak_rss_mb()
                 bars.standing(
-                    f"window {size}: {len(chains)} shards in flight, {len(waiting)} waiting; "
+                    f"window {size}: {len(chains)} shards in flight, {unadmitted} waiting; "
                     f"flow process peak {held['peak_rss_mb']:,} MB"
                 )
 

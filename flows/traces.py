@@ -9,6 +9,7 @@ Like ``recycle``, a rerun with the same ``run_id`` recomputes only shards that d
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from prefect import flow
@@ -18,6 +19,7 @@ from flows.factory import FlowRun
 from flows.params import TracesParams
 from flows.run_context import FactoryServices
 from storage.ingest import ingest_questions_to_store
+from storage.sources import stream_questions, unique
 from tasks.shards import ShardJob, ShardSummary
 from tasks.traces.shard_tasks import generate_traces_task, score_traces_task
 
@@ -34,10 +36,10 @@ def traces_flow(params: TracesParams) -> dict[str, Any]:
     """Verified reflection traces over a file of questions; returns the run's summary."""
     with FlowRun("traces", params) as run:
         with run.stage("ingest"):
-            loaded, counts = ingest_questions_to_store(run.store, params.input, run.run_id)
-            questions = loaded.questions[: params.limit] if params.limit else loaded.questions
-        run.announce("questions", len(questions), counts.rejects)
-
-        jobs = run.jobs([(q.id, q.question, "", q.answer or "") for q in questions])
+            counts = ingest_questions_to_store(run.store, params.input, run.run_id)
+        n = min(counts.items, params.limit) if params.limit else counts.items
+        run.announce("questions", n, counts.rejects)
+        questions = islice(unique(stream_questions(params.input)), n)  # read again, shard by shard
+        jobs = run.jobs((((q.id, q.question, "", q.answer or ""), ()) for q in questions), n)
         summaries = run.run_shards(jobs, STAGES, _chain)
-        return run.finish(summaries, counts, final="trace", questions=len(questions))
+        return run.finish(summaries, counts, final="trace", questions=n)

@@ -40,37 +40,60 @@ class QuestionsResult:
 
 
 def load_pairs(source: str, *, max_chars: int = 100_000) -> IngestResult:
-    pairs, rejects, n_duplicates = _load(
-        source, lambda record, line: normalise(record, line, max_chars=max_chars)
-    )
+    """Every pair of ``source`` in memory (``stream_pairs`` reads one row at a time)."""
+    pairs, rejects, n_duplicates = _collect(stream_pairs(source, max_chars=max_chars))
     return IngestResult(pairs, rejects, n_duplicates)
 
 
 def load_questions(source: str, *, max_chars: int = 100_000) -> QuestionsResult:
     """Questions for the traces flow (``question``, ``problem``, ``instruction``, ``prompt``) and gold."""
-    questions, rejects, n_duplicates = _load(
-        source, lambda record, line: normalise_question(record, line, max_chars=max_chars)
-    )
+    questions, rejects, n_duplicates = _collect(stream_questions(source, max_chars=max_chars))
     return QuestionsResult(questions, rejects, n_duplicates)
 
 
-def _load(
+def stream_pairs(source: str, *, max_chars: int = 100_000) -> Iterator[Pair | Reject | None]:
+    """Each row of ``source`` in order: its pair, its reject, or None for a pair seen before. Only the
+    ids seen so far are held, so a dataset of any size streams through."""
+    return _stream(source, lambda record, line: normalise(record, line, max_chars=max_chars))
+
+
+def stream_questions(source: str, *, max_chars: int = 100_000) -> Iterator[Question | Reject | None]:
+    """As ``stream_pairs``, for the traces flow's questions."""
+    return _stream(source, lambda record, line: normalise_question(record, line, max_chars=max_chars))
+
+
+def unique(rows: Iterator[_T | Reject | None]) -> Iterator[_T]:
+    """The items of a stream, first occurrences only, in input order (rejects and duplicates skipped)."""
+    return (row for row in rows if row is not None and not isinstance(row, Reject))
+
+
+def _stream(
     source: str, make: Callable[[Mapping[str, Any], int], _T | Reject]
-) -> tuple[list[_T], list[Reject], int]:
-    """Every row becomes an item or a reject; an id seen before counts as a duplicate."""
-    items: list[_T] = []
-    rejects: list[Reject] = []
+) -> Iterator[_T | Reject | None]:
+    """Every row becomes an item or a reject; an id seen before is a duplicate (None)."""
     seen: set[str] = set()
-    n_duplicates = 0
     for line, record, error, raw in read_records(source):
         item = make(record, line) if record is not None else Reject(line, error or "", raw)
         if isinstance(item, Reject):
-            rejects.append(item)
+            yield item
         elif item.id in seen:
-            n_duplicates += 1
+            yield None
         else:
             seen.add(item.id)
-            items.append(item)
+            yield item
+
+
+def _collect(rows: Iterator[_T | Reject | None]) -> tuple[list[_T], list[Reject], int]:
+    items: list[_T] = []
+    rejects: list[Reject] = []
+    n_duplicates = 0
+    for row in rows:
+        if row is None:
+            n_duplicates += 1
+        elif isinstance(row, Reject):
+            rejects.append(row)
+        else:
+            items.append(row)
     return items, rejects, n_duplicates
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, Protocol
 
 from tasks.budget import BUDGET_EXHAUSTED, BudgetStopped
@@ -31,6 +32,8 @@ from tasks.teacher.stages import ReflectionRow
 from tasks.usage import metering
 
 Rows = list[dict[str, Any]]
+# One item of a shard: (id, instruction, input, output); a question is (id, question, "", gold or "").
+Item = tuple[str, str, str, str]
 
 
 class ShardStore(Protocol):
@@ -57,7 +60,7 @@ class ShardJob:
 
     run_id: str
     shard: int
-    pairs: tuple[tuple[str, str, str, str], ...]  # (id, instruction, input, output); questions: input ""
+    pairs: tuple[Item, ...]
     teacher: ModelRole
     student: ModelRole
     sampling: Sampling
@@ -77,6 +80,62 @@ class ShardJob:
     def questions(self) -> list[Question]:
         """The traces flow's items: (id, question, "", gold answer or "")."""
         return [Question(id, question, answer or None) for id, question, _, answer in self.pairs]
+
+
+class Jobs(Protocol):
+    """Shard jobs to admit one by one, and how many there are (a list, or ``ShardJobs``)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class ShardJobs:
+    """A run's shard jobs, made one at a time as the flow admits them, so that the flow holds the
+    shards in flight and not its input (docs/architecture.md).
+
+    ``items``: each item with the conversation before it (``()`` for a single exchange), ``total`` of
+    them, read once; ``template``: the job every shard copies (run id, models, sampling); ``source``
+    names the input in the error raised when it does not hold ``total`` items any more.
+    """
+
+    def __init__(
+        self, items: Iterable[tuple[Item, History]], total: int, size: int, template: ShardJob, source: str
+    ) -> None:
+        self._items, self.items_total, self.size = items, total, max(1, size)
+        self.template, self.source = template, source
+        self.conversations = 0  # items with a history, among those made so far
+        self._started = False
+
+    def __len__(self) -> int:
+        return -(-self.items_total // self.size)
+
+    def __iter__(self) -> Iterator[ShardJob]:
+        if self._started:
+            raise RuntimeError("a run's shard jobs are made once")
+        self._started = True
+        return self._make()
+
+    def _make(self) -> Iterator[ShardJob]:
+        stream = iter(self._items)
+        made = 0
+        for n in range(len(self)):
+            shard = list(islice(stream, min(self.size, self.items_total - made)))
+            if not shard:
+                break
+            made += len(shard)
+            self.conversations += sum(1 for _, history in shard if history)
+            yield replace(
+                self.template,
+                shard=n,
+                pairs=tuple(item for item, _ in shard),
+                histories=tuple((item[0], history) for item, history in shard if history),
+            )
+        if made != self.items_total:
+            raise ValueError(
+                f"{self.source} changed while the run read it: ingest counted {self.items_total} items, "
+                f"the shards found {made}; rerun with the same run id to work on it as it is now"
+            )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def ingest_command(
 
     st = _open(store, create=True)
     try:
-        _, counts = ingest_to_store(st, input, run_id or new_run_id("ingest"))
+        counts = ingest_to_store(st, input, run_id or new_run_id("ingest"))
     except (ValueError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from exc

@@ -107,6 +107,29 @@ def test_ingest_twice_adds_nothing_and_records_rejects(tmp_path: Path) -> None:
     assert store.sql("SELECT line, reason FROM rejects").fetchall() == [(2, "invalid_json")]
 
 
+def test_ingest_streams_in_chunks_with_the_same_rows_and_counts_as_in_one(tmp_path: Path) -> None:
+    """A dataset is ingested a chunk at a time (a commit each), so the process holds one chunk's text:
+    the rows, rejects and counts equal those of a single commit, and a second ingest adds nothing."""
+    from storage.ingest import ingest_to_store
+
+    lines = [json.dumps({"instruction": f"q{i % 7}", "output": f"a{i % 7}"}) for i in range(12)]
+    lines[4] = "{not json"
+    lines[9] = json.dumps({"instruction": "", "output": "x"})
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    whole, chunked = Store(str(tmp_path / "whole"), create=True), Store(str(tmp_path / "chunked"), create=True)
+    one = ingest_to_store(whole, str(src), "r")
+    many = ingest_to_store(chunked, str(src), "r", chunk_rows=2)
+    assert one == many and (one.read, one.items, one.duplicates_in_input, one.rejects) == (12, 7, 3, 2)
+    seeds = "SELECT source_id, instruction, output, source_line FROM seeds ORDER BY source_line"
+    assert whole.sql(seeds).fetchall() == chunked.sql(seeds).fetchall()
+    rejects = "SELECT line, reason FROM rejects ORDER BY line"
+    assert whole.sql(rejects).fetchall() == chunked.sql(rejects).fetchall()
+    assert len(chunked.history("seeds")) > len(whole.history("seeds"))  # several commits
+    again = ingest_to_store(chunked, str(src), "r2", chunk_rows=2)
+    assert (again.new_seeds, again.known_seeds, again.new_rejects) == (0, 7, 0)
+
+
 def test_ingest_keeps_every_message_of_a_conversation_and_rejects_what_is_not_one(tmp_path: Path) -> None:
     """ShareGPT and messages rows with system prompts and several exchanges keep every message in
     ``seeds.messages``; a row that starts with the assistant is rejected with its reason."""
