@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.conversation import history_of
+from tasks.conversation import history_of, user_message
 from tasks.ingest.records import Pair, make_pair
-from tasks.scoring.templates import user_message
 
 from .sources import load_pairs
 

@@ -15,6 +15,13 @@ Message = tuple[str, str]  # (role, content)
 History = tuple[Message, ...]
 
 
+def user_message(instruction: str, input: str | None = "") -> str:
+    """The user turn of an exchange: the instruction, then the input after a blank line when there is
+    one. Scoring, the teacher, training and the export all write it this way (docs/scoring.md), so an
+    exported row says exactly what its scores were computed on."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
 class PairLike(Protocol):
     """A pair as the teacher, the scorer and the trainer see it: an exchange after its history."""
 

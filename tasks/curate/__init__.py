@@ -10,7 +10,7 @@ from .config import BoundSpec, CurationConfig, DecontamConfig, ExactDedupConfig,
 from .decontam import Benchmark, Decontaminate, NgramIndex, benchmark_texts
 from .dedup import ExactDedup, NearDedup
 from .filters import Bound, Flag, Where
-from .formats import FORMATS, to_format, user_message
+from .formats import FORMATS, to_format
 from .pipeline import CurationResult, build_steps, curate
 from .stats import score_summaries, size_category, summarise
 from .top import Top
@@ -42,5 +42,4 @@ __all__ = [
     "size_category",
     "summarise",
     "to_format",
-    "user_message",
 ]

@@ -20,7 +20,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from tasks.conversation import as_dicts, history_of
+from tasks.conversation import as_dicts, history_of, user_message
 
 from .base import require_columns, row_label
 
@@ -29,10 +29,6 @@ FORMATS: tuple[str, ...] = ("alpaca", "messages", "sharegpt", "traces")
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SHAREGPT_TURN = pa.struct([("from", pa.string()), ("value", pa.string())])
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
-
-
-def user_message(instruction: str, input_text: str | None) -> str:
-    return f"{instruction}\n\n{input_text}" if input_text and input_text.strip() else instruction
 
 
 def to_format(

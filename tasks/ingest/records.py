@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from tasks.conversation import History, Message, history_of
-from tasks.scoring.templates import user_message
+from tasks.conversation import History, Message, history_of, user_message
 
 RAW_LIMIT = 2000
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}

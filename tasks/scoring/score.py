@@ -10,11 +10,11 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tasks.conversation import History
+from tasks.conversation import History, user_message
 from tasks.engine import Scorer, ScoreRequest, TargetLogprobs
 
 from .ifd import PairScore, Ratio, mean_loss
-from .templates import PromptFormat, user_message
+from .templates import PromptFormat
 
 
 @dataclass(frozen=True)

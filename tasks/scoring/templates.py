@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tasks.conversation import History, Message, exchanges, system_prompt
+from tasks.conversation import History, Message, exchanges, system_prompt, user_message
 
 REVERSE_PROMPT = (
     "Below is the response to an instruction, please guess the corresponding instruction for the "
@@ -40,11 +40,6 @@ MODEL_TEMPLATE = "model"
 def reverse_prompt(response: str) -> str:
     """The user message of the reversed (r-IFD) pass: guess the instruction from the response."""
     return REVERSE_PROMPT.replace("{response}", response)
-
-
-def user_message(instruction: str, input: str = "") -> str:
-    """What a chat format puts in the user turn: the instruction, then the input after a blank line."""
-    return f"{instruction}\n\n{input}" if input else instruction
 
 
 class PromptFormat(Protocol):

@@ -117,7 +117,10 @@ def test_ingest_streams_in_chunks_with_the_same_rows_and_counts_as_in_one(tmp_pa
     lines[9] = json.dumps({"instruction": "", "output": "x"})
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    whole, chunked = Store(str(tmp_path / "whole"), create=True), Store(str(tmp_path / "chunked"), create=True)
+    whole, chunked = (
+        Store(str(tmp_path / "whole"), create=True),
+        Store(str(tmp_path / "chunked"), create=True),
+    )
     one = ingest_to_store(whole, str(src), "r")
     many = ingest_to_store(chunked, str(src), "r", chunk_rows=2)
     assert one == many and (one.read, one.items, one.duplicates_in_input, one.rejects) == (12, 7, 3, 2)

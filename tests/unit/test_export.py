@@ -39,6 +39,17 @@ def test_alpaca_and_messages_formats() -> None:
     assert msgs[0]["source_id"] == "a"
 
 
+def test_an_exported_user_turn_is_the_one_its_scores_were_computed_on() -> None:
+    """One rule for the user turn: an input of blanks is still an input, as scoring rendered it."""
+    from tasks.scoring.templates import ChatFormat
+
+    t = pa.table({"instruction": ["Sum."], "input": ["  "], "output": ["2"]})
+    [row] = to_format(t, "messages").to_pylist()
+    rendered = ChatFormat("chat", repr).prompt("Sum.", "  ")
+    assert row["messages"][0]["content"] == "Sum.\n\n  "
+    assert rendered == repr((("user", "Sum.\n\n  "),))
+
+
 def test_a_stored_conversation_is_written_whole_ending_with_the_rows_exchange() -> None:
     convo = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Bye"),
              ("assistant", "Goodbye.")]  # fmt: skip

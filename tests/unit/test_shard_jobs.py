@@ -32,7 +32,9 @@ def test_jobs_are_made_one_shard_at_a_time_from_the_stream() -> None:
     assert len(jobs) == 3 and items.read == 0  # nothing read before the first shard is asked for
     made = iter(jobs)
     first = next(made)
-    assert items.read == 4 and first.shard == 0 and [p[0] for p in first.pairs] == ["id0", "id1", "id2", "id3"]
+    assert (
+        items.read == 4 and first.shard == 0 and [p[0] for p in first.pairs] == ["id0", "id1", "id2", "id3"]
+    )
     assert first.histories == (("id0", HISTORY), ("id3", HISTORY)) and first.run_id == "r"
     rest = list(made)
     assert [j.shard for j in rest] == [1, 2] and [len(j.pairs) for j in rest] == [4, 2]
