@@ -18,6 +18,7 @@ ALIASES = ("smollm2", "smollm2-135m-instruct")
 
 # What a model folder needs besides its weights; with ``files="tokenizer"`` only these are fetched.
 TOKENIZER_FILES = ["*.json", "*.model", "*.tiktoken", "*.txt", "*.jinja", "*.py"]
+PYTORCH_WEIGHTS = ["*.bin", "*.pt", "*.pth"]  # skipped where a repo has safetensors too
 SKIPPED = ["original/*", "*.gguf", "*.onnx", "onnx/*", "*.msgpack", "*.h5", "*.ot", "*.tflite", "coreml/*"]
 
 
@@ -69,12 +70,16 @@ def download(repo_id: str, *, offline: bool, files: Literal["all", "tokenizer"] 
         RepositoryNotFoundError,
     )
 
-    allow = TOKENIZER_FILES if files == "tokenizer" else None
     try:
-        ignore = SKIPPED if offline or files == "tokenizer" else SKIPPED + _redundant_weights(repo_id)
-        return str(
-            snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore, local_files_only=offline)
-        )
+        if files == "tokenizer":
+            return str(
+                snapshot_download(
+                    repo_id, allow_patterns=TOKENIZER_FILES, ignore_patterns=SKIPPED, local_files_only=offline
+                )
+            )
+        if offline:
+            return _cached(repo_id)
+        return str(snapshot_download(repo_id, ignore_patterns=SKIPPED + _redundant_weights(repo_id)))
     except HFValidationError:
         raise EngineError(
             f"{repo_id!r} is neither a local model folder nor a Hugging Face model id"
@@ -103,12 +108,28 @@ def download(repo_id: str, *, offline: bool, files: Literal["all", "tokenizer"] 
         raise EngineError(f"cannot download model {repo_id!r}: {exc}") from None
 
 
+def _cached(repo_id: str) -> str:
+    """The cached snapshot, offline. A download skipped the PyTorch weights of a repo that also has
+    safetensors (``_redundant_weights``), so the snapshot is complete without them; a model with only
+    PyTorch weights needs them."""
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(repo_id, ignore_patterns=SKIPPED + PYTORCH_WEIGHTS, local_files_only=True)
+    if any(Path(folder).rglob("*.safetensors")):
+        return str(folder)
+    return str(snapshot_download(repo_id, ignore_patterns=SKIPPED, local_files_only=True))
+
+
 def _redundant_weights(repo_id: str) -> list[str]:
-    """PyTorch ``.bin`` weights are skipped when the repo also has safetensors (most do)."""
+    """PyTorch ``.bin`` weights are skipped when the repo also has safetensors (most do).
+
+    The file list comes from the model's info (one request): ``list_repo_files`` retried an
+    unreachable Hub five times with back-off, 23 s of warnings before the download said the same.
+    """
     from huggingface_hub import HfApi
 
     try:
-        names = HfApi().list_repo_files(repo_id)
+        names = [s.rfilename for s in HfApi().model_info(repo_id).siblings or []]
     except Exception:  # unreachable, unauthorised...: the download itself reports the problem
         return []
-    return ["*.bin", "*.pt", "*.pth"] if any(n.endswith(".safetensors") for n in names) else []
+    return PYTORCH_WEIGHTS if any(n.endswith(".safetensors") for n in names) else []

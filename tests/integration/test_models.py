@@ -8,6 +8,7 @@ runs in a subprocess with its own environment; the Hub server runs in this proce
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,16 +50,20 @@ def resolve(name: str, offline: str, environ: dict[str, str]) -> dict[str, str]:
 
 
 def test_a_hub_model_downloads_once_then_resolves_offline(tmp_path: Path, tiny_model_path: Path) -> None:
+    repo = tmp_path / "repo"  # the model with PyTorch weights beside its safetensors, as many repos have
+    shutil.copytree(tiny_model_path, repo)
+    (repo / "pytorch_model.bin").write_bytes(b"not needed")
     with HubServer(tmp_path / "hub", TOKEN) as hub:
         environ = env(tmp_path, hub)
         up = subprocess.run(
-            [sys.executable, "-c", UPLOAD, "tester/tiny-llama", str(tiny_model_path)], env=environ,
+            [sys.executable, "-c", UPLOAD, "tester/tiny-llama", str(repo)], env=environ,
             capture_output=True, text=True, timeout=300, cwd=ROOT,
         )  # fmt: skip
         assert up.returncode == 0, up.stderr[-3000:]
         got = resolve("tester/tiny-llama", "no", environ)
         folder = Path(got["path"])
         assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+        assert not (folder / "pytorch_model.bin").exists()  # the safetensors serve: the .bin is skipped
         assert str(tmp_path / "hf_home") in got["path"]  # the Hub cache, not a folder of ours
     # The server is gone: the cached copy is found offline (by the flag and by HF_HUB_OFFLINE).
     assert resolve("tester/tiny-llama", "yes", env(tmp_path, None)) == got
