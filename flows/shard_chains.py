@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import queue
-import resource
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +15,7 @@ from flows.artifacts import StageProgress
 from flows.progress import stages_progress
 from infra.cluster import connect
 from infra.engines.batch import waiting_batches
+from infra.memory import peak_rss_mb, trim_heap
 from infra.pool import pools_limits, pools_occupancy, start_pool
 from tasks.engine import ModelRole
 from tasks.limits import waiting_line
@@ -97,7 +96,7 @@ def run_shard_chains(
             summaries: list[tuple[int, int, ShardSummary]] = []
             stopped: list[RunStopped] = []
             failures: list[tuple[int, int, BaseException]] = []
-            admitted = 0
+            admitted = ended = 0
 
             finished: queue.SimpleQueue[PrefectFuture[ShardSummary]] = queue.SimpleQueue()
 
@@ -133,6 +132,9 @@ def run_shard_chains(
                 if left[c] == 0:  # the chain has ended: keep its summaries, release its futures
                     _collect(c, chains.pop(c), summaries, stopped, failures)
                     del left[c]
+                    ended += 1
+                    if ended % size == 0:  # a window's worth of shards freed: give the pages back
+                        trim_heap()
                     admit()
             artifacts.close()
             if failures:  # in stage order: a failure's own error, not a downstream "not run"
@@ -141,12 +143,6 @@ def run_shard_chains(
             return [s for _, _, s in summaries], pools_occupancy(), stopped
     finally:
         seconds["shards"] = time.perf_counter() - t0
-
-
-def peak_rss_mb() -> int:
-    """This process's peak resident memory so far, in MB (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak / 1024 / (1024 if sys.platform == "darwin" else 1))
 
 
 def _collect(
