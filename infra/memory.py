@@ -3,8 +3,8 @@
 A long run's flow process allocates and frees through ~150 threads (Prefect's task threads, Delta's
 Rust runtime, Ray's clients). glibc keeps what a thread's arena freed for later use, so the resident
 size kept rising slowly over a 52,002-pair run although the live objects did not (the Python heap
-stayed flat under tracemalloc): ``malloc_trim(0)`` on that process, 35 minutes in, gave back 81 MB
-of its 1,170 (docs/performance.md). ``trim_heap`` does that between shards.
+stayed flat under tracemalloc): ``malloc_trim(0)`` on that process, 36 minutes in, gave back 79 MB
+of its 1,142 (docs/performance.md). ``trim_heap`` does that between shards.
 """
 
 from __future__ import annotations
